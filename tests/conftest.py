@@ -1,0 +1,49 @@
+"""Shared fixtures. Data-dependent tests take ``shared_data`` and skip, with the reason,
+when the folder ($XMODAL_DATA, default ../shared/data) is absent."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+
+import pytest
+import torch
+
+from xmodal_diar.shared_data import ENV_VAR, shared_data_root
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Root of the real development data, or skip."""
+    root = shared_data_root()
+    if not root.is_dir():
+        pytest.skip(f"shared data folder {root} is absent (set ${ENV_VAR} to run data tests)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def librispeech_test(shared_data):
+    """``librispeech/test-other-10x10``: 10 held-out speakers x 10 utterances."""
+    path = shared_data / "librispeech" / "test-other-10x10"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def talking_heads(shared_data):
+    path = shared_data / "talking-heads"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ami_debug(shared_data):
+    path = shared_data / "ami-debug"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path

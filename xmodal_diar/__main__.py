@@ -1,0 +1,5 @@
+import sys
+
+from xmodal_diar.cli import main
+
+sys.exit(main())
