@@ -15,8 +15,12 @@ if [ ! -f "$XMODAL_VENV/.complete" ]; then
     "$XMODAL_VENV/bin/python" -m pip install -q -r "$XMODAL_ROOT/requirements.txt"
     touch "$XMODAL_VENV/.complete"
 fi
-# The package itself, editable, so the checkout in hand is what runs (seconds).
-"$XMODAL_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$XMODAL_ROOT" >/dev/null
+# The package itself, editable, so the checkout in hand is what runs (seconds; skipped
+# when the venv already imports xmodal_diar from this checkout).
+_installed_from="$(cd / && "$XMODAL_VENV/bin/python" -c 'import os, xmodal_diar; print(os.path.dirname(os.path.dirname(os.path.realpath(xmodal_diar.__file__))))' 2>/dev/null || true)"
+if [ "$_installed_from" != "$(realpath "$XMODAL_ROOT")" ]; then
+    "$XMODAL_VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$XMODAL_ROOT" >/dev/null 2>&1
+fi
 export PATH="$XMODAL_VENV/bin:$PATH"
 export PYANNOTE_METRICS_ENABLED=false
 export XMODAL_DATA="${XMODAL_DATA:-$XMODAL_ROOT/../shared/data}"

@@ -47,3 +47,19 @@ def ami_debug(shared_data):
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+def _drop_speechbrain_deprecation_redirects() -> None:
+    """SpeechBrain registers placeholder modules for its deprecated import paths in
+    ``sys.modules``; hypothesis reads ``__file__`` of every module, which makes those
+    placeholders import targets that fail. They are import aliases only: drop them."""
+    import sys
+
+    import speechbrain  # noqa: F401
+    from speechbrain.utils.importutils import DeprecatedModuleRedirect
+
+    for name in [n for n, m in sys.modules.items() if isinstance(m, DeprecatedModuleRedirect)]:
+        del sys.modules[name]
+
+
+_drop_speechbrain_deprecation_redirects()

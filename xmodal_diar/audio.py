@@ -19,6 +19,7 @@ zero-length audio, NaN or infinite samples.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -174,6 +175,14 @@ def _read_soundfile(path: Path, start, end) -> tuple[torch.Tensor, int]:
             e = total if end is None else min(int(round(end * sr)), total)
             if total == 0:
                 raise AudioError(f"{path}: zero-length audio")
+            # libsndfile silently shortens a WAV whose data chunk runs past the end of the
+            # file; its log says "data : N (should be M)".
+            short = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", f.extra_info, re.M)
+            if short:
+                raise AudioError(
+                    f"{path}: truncated file: header announces {short.group(1)} bytes of audio, "
+                    f"only {short.group(2)} are there"
+                )
             if s >= total:
                 raise AudioError(f"{path}: crop starts at {start} s, after the end ({total / sr:.3f} s)")
             f.seek(s)

@@ -47,3 +47,28 @@ def check_embeddings(name: str, *tensors: torch.Tensor, min_batch: int = 1) -> N
 def same_identity_mask(labels: torch.Tensor) -> torch.Tensor:
     """``(N, N)`` boolean matrix, True where ``labels[i] == labels[j]``."""
     return labels[:, None] == labels[None, :]
+
+
+def check_labels(name: str, labels: torch.Tensor, batch_size: int, n_classes: int | None = None) -> None:
+    """Raise ValueError unless ``labels`` is an integer ``(batch_size,)`` tensor in ``[0, n_classes)``."""
+    if not isinstance(labels, torch.Tensor):
+        raise ValueError(f"{name}: labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.ndim != 1 or labels.shape[0] != batch_size:
+        raise ValueError(
+            f"{name}: expected labels of shape ({batch_size},), got {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.is_complex():
+        raise ValueError(f"{name}: labels must be integers, got dtype {labels.dtype}")
+    if labels.numel() and labels.min() < 0:
+        raise ValueError(f"{name}: labels must be >= 0, got {int(labels.min())}")
+    if n_classes is not None and labels.numel() and labels.max() >= n_classes:
+        raise ValueError(
+            f"{name}: label {int(labels.max())} out of range for {n_classes} identities"
+        )
+
+
+def check_finite(name: str, **tensors: torch.Tensor) -> None:
+    """Raise ValueError naming the argument that holds NaN or inf."""
+    for arg, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name}: {arg} contains NaN or inf")

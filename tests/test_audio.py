@@ -1,0 +1,129 @@
+"""xmodal_diar.audio: real files from the shared data, and broken files made here."""
+
+from __future__ import annotations
+
+import math
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from xmodal_diar.audio import AudioError, audio_info, load_audio
+
+
+def _first_flac(librispeech_test):
+    return sorted(librispeech_test.glob("*/*.flac"))[0]
+
+
+def test_flac_full_and_crop_agree(librispeech_test):
+    path = _first_flac(librispeech_test)
+    full = load_audio(path)
+    info = audio_info(path)
+    assert full.dtype == torch.float32 and full.ndim == 1
+    assert info.sample_rate == 16000 and info.channels == 1
+    assert full.shape[0] == round(info.duration * 16000)
+    crop = load_audio(path, start=1.0, end=1.5)
+    assert crop.shape[0] == 8000
+    assert torch.equal(crop, full[16000:24000])
+
+
+def test_crop_end_beyond_file_is_clipped(librispeech_test):
+    path = _first_flac(librispeech_test)
+    info = audio_info(path)
+    tail = load_audio(path, start=info.duration - 0.25, end=info.duration + 10)
+    assert abs(tail.shape[0] - 4000) <= 1
+    with pytest.raises(AudioError, match="after the end"):
+        load_audio(path, start=info.duration + 1)
+
+
+def test_mp4_audio_stream_matches_duration_and_crops(talking_heads):
+    path = sorted(talking_heads.glob("*.mp4"))[0]
+    info = audio_info(path)
+    full = load_audio(path)
+    assert abs(full.shape[0] / 16000 - info.duration) < 0.1
+    crop = load_audio(path, start=1.0, end=2.0)
+    assert abs(crop.shape[0] - 16000) <= 160
+    # the crop is the same signal as the middle of the full decode (AAC frames align)
+    ref = full[16000 : 16000 + crop.shape[0]]
+    assert torch.corrcoef(torch.stack([crop, ref]))[0, 1] > 0.99
+
+
+def test_ami_wav_and_pyannote_dict_and_protocol_file(ami_debug):
+    path = ami_debug / "dev00.wav"
+    wav = load_audio(path)
+    as_dict = load_audio({"waveform": wav[None], "sample_rate": 16000}, start=2.0, end=3.0)
+    assert torch.equal(as_dict, wav[32000:48000])
+    assert torch.equal(load_audio({"uri": "dev00", "audio": str(path)}), wav)
+
+
+def test_stereo_is_downmixed_and_rate_resampled(tmp_path):
+    t = np.arange(44100) / 44100
+    left, right = np.sin(2 * math.pi * 440 * t), np.zeros_like(t)
+    path = tmp_path / "stereo44k.wav"
+    sf.write(path, np.stack([left, right], 1).astype(np.float32), 44100)
+    wav = load_audio(path)
+    assert wav.shape[0] == 16000
+    assert abs(wav.abs().max().item() - 0.5) < 0.02  # mean of the two channels
+    # the 440 Hz tone survives resampling
+    spectrum = torch.fft.rfft(wav).abs()
+    assert abs(int(spectrum.argmax()) - 440) <= 1
+
+
+def test_tensor_input_with_rate(tmp_path):
+    x = torch.randn(2, 8000)
+    y = load_audio(x, input_sample_rate=8000)
+    assert y.shape == (16000,)
+    with pytest.raises(AudioError, match=r"\(time, channel\)"):
+        load_audio(torch.randn(8000, 2))
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty_file", "garbage", "truncated", "zero_length", "nan"])
+def test_bad_files_raise_clear_errors(tmp_path, librispeech_test, kind):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "empty_file":
+        path.write_bytes(b"")
+        expected = "empty file"
+    elif kind == "garbage":
+        path.write_bytes(b"this is not audio" * 100)
+        expected = "unreadable audio"
+    elif kind == "truncated":
+        sf.write(path, np.random.randn(16000).astype(np.float32) * 0.1, 16000)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        expected = "truncated|unreadable"
+    elif kind == "zero_length":
+        sf.write(path, np.zeros(0, dtype=np.float32), 16000)
+        expected = "zero-length"
+    elif kind == "nan":
+        x = np.random.randn(1600).astype(np.float32)
+        x[10] = np.nan
+        sf.write(path, x, 16000, subtype="FLOAT")
+        expected = "NaN or infinite"
+    else:
+        expected = "no such file"
+    with pytest.raises(AudioError, match=expected) as info:
+        load_audio(path)
+    assert str(path) in str(info.value)
+
+
+def test_video_without_audio_stream(tmp_path):
+    path = tmp_path / "silent_video.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for _ in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.raises(AudioError, match="no audio stream") as info:
+        load_audio(path)
+    assert str(path) in str(info.value)
+
+
+def test_silence_file_loads_as_zeros(ami_debug):
+    wav = load_audio(ami_debug / "empty.wav")
+    assert wav.shape[0] == 16000 and float(wav.abs().max()) == 0.0

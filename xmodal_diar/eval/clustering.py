@@ -1,0 +1,230 @@
+"""Speaker-turn clustering: agglomerative clustering swept over its threshold, purity / coverage.
+
+Cluster-level definitions, identical to pyannote.metrics' ``DiarizationPurity`` and
+``DiarizationCoverage`` when each turn is a segment of its duration (checked by the tests
+on the same partitions through :func:`turns_as_annotations`). With ``w_k`` the weight
+(duration) of turn ``k`` and ``M[r, h] = Σ_{k: ref k = r, hyp k = h} w_k``:
+
+    purity   = Σ_h max_r M[r, h] / Σ M        (each cluster is mostly one speaker)
+    coverage = Σ_r max_h M[r, h] / Σ M        (each speaker is mostly in one cluster)
+
+Sweeping the stopping threshold of the hierarchy trades one for the other; the
+operating point is where they are equal (Le & Odobez 2017 report clustering that way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
+
+from xmodal_diar.eval.bootstrap import item_weights
+
+#: Linkages supported: ``average`` on cosine distance, ``centroid`` on the Euclidean
+#: distance between centroids of L2-normalised embeddings.
+LINKAGES = ("average", "centroid")
+
+
+def linkage_matrix(embeddings: np.ndarray, method: str = "average") -> np.ndarray:
+    """scipy hierarchy (``(N-1, 4)`` linkage matrix) of the L2-normalised embeddings."""
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"embeddings: expected (N >= 2, D), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("embeddings: NaN or infinite values")
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    if (norm == 0).any():
+        raise ValueError(f"embeddings: {int((norm == 0).sum())} all-zero rows (cosine undefined)")
+    x = x / norm
+    if method == "average":
+        return linkage(pdist(x, metric="cosine").clip(min=0.0), method="average")
+    if method == "centroid":
+        return linkage(x, method="centroid", metric="euclidean")
+    raise ValueError(f"method: expected one of {LINKAGES}, got {method!r}")
+
+
+def contingency(labels: Sequence, clusters: Sequence, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """``M[r, h]``: total weight of turns of reference speaker ``r`` in cluster ``h``."""
+    labels, clusters = np.asarray(labels), np.asarray(clusters)
+    if labels.shape != clusters.shape or labels.ndim != 1:
+        raise ValueError(f"labels {labels.shape} and clusters {clusters.shape}: expected two equal 1-D arrays")
+    w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != labels.shape or (w < 0).any():
+        raise ValueError(f"weights: expected {labels.shape} non-negative values")
+    _, r = np.unique(labels, return_inverse=True)
+    _, h = np.unique(clusters, return_inverse=True)
+    m = np.zeros((r.max() + 1, h.max() + 1))
+    np.add.at(m, (r, h), w)
+    return m
+
+
+def purity_coverage(
+    labels: Sequence, clusters: Sequence, weights: Optional[np.ndarray] = None
+) -> tuple[float, float]:
+    """``(purity, coverage)`` of a partition (see the module docstring)."""
+    m = contingency(labels, clusters, weights)
+    total = m.sum()
+    if total <= 0:
+        raise ValueError("weights: total weight is zero, purity and coverage are undefined")
+    return float(m.max(axis=0).sum() / total), float(m.max(axis=1).sum() / total)
+
+
+def turns_as_annotations(labels: Sequence, clusters: Sequence, durations: Sequence[float], uri: str = "turns"):
+    """Reference and hypothesis ``pyannote.core.Annotation`` with the turns laid end to end."""
+    from pyannote.core import Annotation, Segment
+
+    reference, hypothesis = Annotation(uri=uri), Annotation(uri=uri)
+    t = 0.0
+    for k, (r, h, d) in enumerate(zip(labels, clusters, durations)):
+        segment = Segment(t, t + float(d))
+        reference[segment, k] = str(r)
+        hypothesis[segment, k] = str(h)
+        t += float(d)
+    return reference, hypothesis
+
+
+@dataclass
+class ClusteringCurve:
+    """Purity and coverage of the flat partition at each threshold (increasing)."""
+
+    thresholds: np.ndarray
+    n_clusters: np.ndarray
+    purity: np.ndarray
+    coverage: np.ndarray
+    partitions: list[np.ndarray] = field(repr=False)
+
+    def operating_point(self) -> int:
+        """Index where purity and coverage are closest (ties: the higher of the two minima)."""
+        gap = np.abs(self.purity - self.coverage)
+        best = np.flatnonzero(gap == gap.min())
+        return int(best[np.argmax(np.minimum(self.purity, self.coverage)[best])])
+
+
+def threshold_sweep(
+    z: np.ndarray, labels: Sequence, weights: Optional[np.ndarray] = None
+) -> ClusteringCurve:
+    """Every distinct flat partition of the hierarchy ``z``, from singletons to one cluster.
+
+    Thresholds are the merge heights (``fcluster(z, t, criterion="distance")``); the
+    singleton partition is listed first at threshold ``-inf``.
+    """
+    n = len(z) + 1
+    thresholds = [-np.inf]
+    partitions = [np.arange(1, n + 1)]
+    for t in np.unique(z[:, 2]):
+        thresholds.append(float(t))
+        partitions.append(fcluster(z, t, criterion="distance"))
+    scores = np.array([purity_coverage(labels, p, weights) for p in partitions])
+    return ClusteringCurve(
+        thresholds=np.array(thresholds),
+        n_clusters=np.array([len(np.unique(p)) for p in partitions]),
+        purity=scores[:, 0],
+        coverage=scores[:, 1],
+        partitions=partitions,
+    )
+
+
+@dataclass
+class ClusteringResult:
+    """Curve, equal-purity-coverage operating point and oracle-speaker-count partition."""
+
+    curve: ClusteringCurve
+    threshold: float
+    purity: float
+    coverage: float
+    n_clusters: int
+    oracle_purity: float
+    oracle_coverage: float
+    n_speakers: int
+    partition: np.ndarray = field(repr=False)
+    oracle_partition: np.ndarray = field(repr=False)
+
+    def as_dict(self) -> dict:
+        return {
+            "threshold": self.threshold,
+            "purity": self.purity,
+            "coverage": self.coverage,
+            "n_clusters": self.n_clusters,
+            "oracle_purity": self.oracle_purity,
+            "oracle_coverage": self.oracle_coverage,
+            "n_speakers": self.n_speakers,
+        }
+
+
+def evaluate_clustering(
+    embeddings: np.ndarray,
+    labels: Sequence,
+    durations: Optional[Sequence[float]] = None,
+    method: str = "average",
+) -> ClusteringResult:
+    """Cluster the turns, sweep the threshold, and cut at the oracle number of speakers.
+
+    ``durations`` weight the turns as pyannote.metrics does (every turn counts 1 if omitted).
+    """
+    labels = np.asarray(labels)
+    if len(labels) != len(embeddings):
+        raise ValueError(f"labels: {len(labels)} labels for {len(embeddings)} embeddings")
+    weights = None if durations is None else np.asarray(durations, dtype=np.float64)
+    z = linkage_matrix(embeddings, method)
+    curve = threshold_sweep(z, labels, weights)
+    k = curve.operating_point()
+    n_speakers = len(np.unique(labels))
+    oracle = fcluster(z, n_speakers, criterion="maxclust")
+    oracle_purity, oracle_coverage = purity_coverage(labels, oracle, weights)
+    return ClusteringResult(
+        curve=curve,
+        threshold=float(curve.thresholds[k]),
+        purity=float(curve.purity[k]),
+        coverage=float(curve.coverage[k]),
+        n_clusters=int(curve.n_clusters[k]),
+        oracle_purity=oracle_purity,
+        oracle_coverage=oracle_coverage,
+        n_speakers=n_speakers,
+        partition=curve.partitions[k],
+        oracle_partition=oracle,
+    )
+
+
+def turn_weights(labels: Sequence, durations: Optional[Sequence[float]], counts: Mapping) -> np.ndarray:
+    """Bootstrap weights of the turns: duration (or 1) times how often the speaker was drawn."""
+    w = item_weights(np.asarray(labels).tolist(), counts)
+    return w if durations is None else w * np.asarray(durations, dtype=np.float64)
+
+
+def clustering_report(
+    embeddings: np.ndarray,
+    labels: Sequence,
+    durations: Optional[Sequence[float]] = None,
+    method: str = "average",
+    seed: int = 0,
+    n_resamples: int = 1000,
+) -> tuple[dict, ClusteringResult]:
+    """:func:`evaluate_clustering` with speaker-bootstrap intervals of the operating-point and
+    oracle purity / coverage (the partitions stay fixed; resampled speakers reweight turns)."""
+    from xmodal_diar.eval.bootstrap import speaker_bootstrap
+
+    result = evaluate_clustering(embeddings, labels, durations, method)
+    labels = np.asarray(labels)
+    speakers = np.unique(labels).tolist()
+
+    def interval(partition, which: int):
+        def stat(counts):
+            return purity_coverage(labels, partition, turn_weights(labels, durations, counts))[which]
+
+        return speaker_bootstrap(stat, speakers, n_resamples=n_resamples, seed=seed).as_dict()
+
+    figures = {
+        "linkage": method,
+        "threshold": result.threshold,
+        "n_clusters": result.n_clusters,
+        "purity": interval(result.partition, 0),
+        "coverage": interval(result.partition, 1),
+        "oracle_purity": interval(result.oracle_partition, 0),
+        "oracle_coverage": interval(result.oracle_partition, 1),
+        "n_speakers": result.n_speakers,
+        "n_turns": int(len(labels)),
+    }
+    return figures, result

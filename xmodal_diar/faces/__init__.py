@@ -1,0 +1,92 @@
+"""Face tracks from video: the frozen face teacher of cross-modal transfer.
+
+``extract_face_tracks(video)`` decodes frames sampled at ``fps`` (PyAV), detects, aligns,
+embeds and scores every face (:class:`FaceExtractor`), finds shot cuts on the same
+frames, links the detections into tracks and returns a :class:`FaceTracks` (saved as one
+``.npz`` per video). :func:`pair_turns_with_tracks` then gives each speech turn the track
+of its speaker, or none (Le & Odobez 2017; Jin et al. 2023 weight samples by the quality
+stored with each detection).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+from xmodal_diar.faces.contact_sheet import contact_sheet, save_contact_sheet
+from xmodal_diar.faces.embedding import FaceEmbedder, FaceExtractor, build_embedder, detect_and_embed
+from xmodal_diar.faces.detection import FaceDetector, build_detector
+from xmodal_diar.faces.alignment import Landmarker, build_landmarker
+from xmodal_diar.faces.io import FaceTracks, load_face_tracks
+from xmodal_diar.faces.pairing import TurnPairing, load_turns, pair_turns_with_tracks
+from xmodal_diar.faces.shots import ShotCut, ShotCutDetector, detect_shot_cuts
+from xmodal_diar.faces.tracking import link_detections, split_short_tracks, track_quality
+from xmodal_diar.faces.types import FaceDetection, FaceQuality, FaceTrack
+from xmodal_diar.faces.video import VideoError, iter_frames, video_info
+
+__all__ = [
+    "FaceDetection", "FaceQuality", "FaceTrack", "FaceTracks", "TurnPairing", "ShotCut", "VideoError",
+    "FaceDetector", "Landmarker", "FaceEmbedder", "FaceExtractor",
+    "build_detector", "build_landmarker", "build_embedder",
+    "extract_face_tracks", "detect_and_embed", "detect_shot_cuts", "link_detections", "split_short_tracks", "track_quality",
+    "pair_turns_with_tracks", "load_turns", "load_face_tracks", "contact_sheet", "save_contact_sheet",
+]
+
+
+def extract_face_tracks(
+    video: Union[str, Path],
+    fps: Optional[float] = 5.0,
+    *,
+    detector: Union[str, FaceDetector] = "blazeface",
+    landmarks: Union[str, Landmarker] = "dlib5",
+    embedder: Union[str, FaceEmbedder] = "dlib",
+    extractor: Optional[FaceExtractor] = None,
+    shot_threshold: float = 0.4,
+    min_detections: int = 3,
+    min_duration: float = 0.0,
+    max_gap: float = 1.0,
+    keep_aligned: bool = True,
+    progress: bool = False,
+    **tracking_options,
+) -> FaceTracks:
+    """Face tracks of ``video`` sampled at ``fps`` frames per second (None: every frame).
+
+    One decoding pass: each sampled frame feeds the shot-cut detector
+    (:class:`ShotCutDetector`, ``shot_threshold``) and the face ``extractor`` (built from
+    ``detector``/``landmarks``/``embedder`` unless given, to reuse loaded models across
+    videos); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
+    ``tracking_options``) makes the tracks. Detections of dropped short tracks are kept
+    in ``untracked``. A video without faces gives no track; an unreadable one raises
+    :class:`VideoError` naming the file.
+    """
+    from tqdm.auto import tqdm
+
+    info = video_info(video)
+    if extractor is None:
+        extractor = FaceExtractor(detector, landmarks, embedder, keep_aligned=keep_aligned)
+    shots = ShotCutDetector(threshold=shot_threshold)
+    total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
+    detections = []
+    for frame, time, rgb in tqdm(
+        iter_frames(video, fps), total=total, desc=Path(video).name, unit="frame", disable=not progress, leave=False
+    ):
+        shots.update(frame, time, rgb)
+        detections.extend(extractor(rgb, frame=frame, time=time))
+    cuts = [c.time for c in shots.cuts]
+    tracks = link_detections(
+        detections, shot_cuts=cuts, min_detections=1, max_gap=max_gap, **tracking_options
+    )
+    kept, dropped = split_short_tracks(tracks, min_detections, min_duration)
+    untracked = [d for t in dropped for d in t.detections]
+    for new_id, track in enumerate(kept):
+        track.track_id = new_id
+    return FaceTracks(
+        video=str(video),
+        fps=fps,
+        tracks=kept,
+        untracked=sorted(untracked, key=lambda d: d.frame),
+        shot_cuts=cuts,
+        duration=info.duration,
+        detector=extractor.detector.name,
+        embedder=extractor.embedder.name,
+    )

