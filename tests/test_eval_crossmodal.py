@@ -37,11 +37,11 @@ def test_perfectly_aligned_embeddings_score_one():
 
 
 def test_random_embeddings_score_chance():
-    # 40 identities x 10 items, 32-D Gaussian: by symmetry 1:2 accuracy is 1/2 in expectation.
+    # 30 identities x 8 items, 32-D Gaussian: by symmetry 1:2 accuracy is 1/2 in expectation.
     # 10000 trials: binomial std 0.005; trials share items, so allow 6 std (0.03).
     rng = np.random.default_rng(1)
-    labels = np.repeat(np.arange(40).astype(str), 10)
-    voice, face = rng.normal(size=(400, 32)), rng.normal(size=(400, 32))
+    labels = np.repeat(np.arange(30).astype(str), 8)
+    voice, face = rng.normal(size=(240, 32)), rng.normal(size=(240, 32))
     r = evaluate_crossmodal(voice, labels, face, labels, n_trials=10000, n_resamples=20,
                             matching_sizes=(2, 10))["all"]
     assert r["voice_to_face_1of2"]["value"] == pytest.approx(0.5, abs=0.03)
@@ -49,7 +49,7 @@ def test_random_embeddings_score_chance():
     assert r["voice_to_face_1ofN"]["10"] == pytest.approx(0.1, abs=0.03)
     assert r["verification_auc"]["value"] == pytest.approx(0.5, abs=0.03)
     assert r["verification_eer"]["value"] == pytest.approx(0.5, abs=0.03)
-    # mAP of a random ranking with 10 relevant items out of 400 is about 10/400 plus a small bias
+    # mAP of a random ranking with 8 relevant items out of 240 is about 8/240 plus a small bias
     assert r["voice_to_face_map"]["value"] < 0.1
 
 

@@ -183,6 +183,13 @@ def test_npz_round_trip(tmp_path):
     assert stray.embedding is None and stray.quality is None and stray.landmarks is None
 
 
+def test_npz_round_trip_of_a_video_without_faces(tmp_path):
+    empty = FaceTracks(video="black.mp4", fps=FPS, duration=3.0, detector="blazeface", embedder="dlib")
+    back = load_face_tracks(empty.save(tmp_path / "black.faces.npz"))
+    assert back.tracks == [] and back.untracked == [] and back.embedding_dim == 0 and back.duration == 3.0
+    assert back.dominant_track() is None
+
+
 def test_npz_rejects_wrong_kind_and_dimension(tmp_path):
     path = _synthetic_result().save(tmp_path / "a.faces.npz")
     with pytest.raises(ValueError, match=r"128-D, expected 512-D"):

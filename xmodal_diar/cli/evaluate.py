@@ -164,7 +164,7 @@ def _verification(args) -> int:
               f"{figures['n_target']:6d}  {_ci(figures['eer']):>22}  "
               f"{figures['min_dcf_0.01']['value']:10.3f} {figures['min_dcf_0.05']['value']:10.3f}")
     if curves:
-        report["det_png"] = str(plot_det(curves, args.out / "det.png", title=f"DET: {embedder.name[:40]}"))
+        report["det_png"] = str(plot_det(curves, args.out / "det.png", title=f"DET: {embedder.name.split(' (')[0]}"))
     path = _write_json(args.out, "verification.json", report)
     print(f"report: {path}")
     return 0

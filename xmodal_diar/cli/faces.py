@@ -24,8 +24,11 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--fps", type=float, default=5.0, help="frames sampled per second (default: 5)")
     parser.add_argument("--every-frame", action="store_true", help="process every frame (ignores --fps)")
-    parser.add_argument("--detector", default="dlib-hog", help="dlib-hog (default), dlib-cnn, blazeface, sfd")
-    parser.add_argument("--embedder", default="dlib", help="dlib (default, 128-D) or a TorchScript/ONNX file")
+    parser.add_argument("--detector", default="blazeface", help="blazeface (default), dlib-hog, dlib-cnn, sfd")
+    parser.add_argument("--landmarks", default="dlib5", help="dlib5 (default), dlib68, fan")
+    parser.add_argument(
+        "--embedder", default="dlib", help="dlib (default, 128-D) or a TorchScript (.pt) / ONNX (.onnx) face model"
+    )
     parser.add_argument("--min-track", type=int, default=3, metavar="N", help="drop tracks of fewer detections")
     parser.add_argument("--shot-threshold", type=float, default=0.4, help="histogram distance of a shot cut")
     parser.add_argument("--contact-sheet", action="store_true", help="also write <stem>.faces.png")
@@ -34,11 +37,24 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run)
 
 
+def _embedder(value: str):
+    """``dlib`` or a model file: ``.onnx`` through onnxruntime, anything else as TorchScript."""
+    from xmodal_diar.faces import build_embedder
+
+    if value == "dlib":
+        return build_embedder("dlib")
+    if not Path(value).is_file():
+        raise FileNotFoundError(f"--embedder {value}: neither 'dlib' nor an existing model file")
+    return build_embedder("onnx" if value.endswith(".onnx") else "torchscript", path=value)
+
+
 def run(args: argparse.Namespace) -> int:
-    from xmodal_diar.faces import extract_face_tracks, save_contact_sheet
+    from xmodal_diar.faces import FaceExtractor, extract_face_tracks, save_contact_sheet
 
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
+    keep_aligned = args.contact_sheet or args.save_aligned
+    extractor = FaceExtractor(args.detector, args.landmarks, _embedder(args.embedder), keep_aligned=keep_aligned)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
     for video in args.videos:
@@ -48,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
             result = extract_face_tracks(
                 video,
                 fps=None if args.every_frame else args.fps,
-                detector=args.detector,
-                embedder=args.embedder,
+                extractor=extractor,
                 min_detections=args.min_track,
                 shot_threshold=args.shot_threshold,
                 progress=not args.quiet,
             )
         except (ValueError, OSError) as exc:  # VideoError is a ValueError; the message names the file
-            print(f"xmodal-diar faces: skipped {video}: {exc}", file=sys.stderr)
+            message = str(exc) if str(video) in str(exc) else f"{video}: {exc}"
+            print(f"xmodal-diar faces: skipped {message}", file=sys.stderr)
             failed.append(video)
             continue
         npz = result.save(args.out / f"{stem}.faces.npz", aligned=args.save_aligned)

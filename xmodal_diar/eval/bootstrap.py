@@ -78,6 +78,18 @@ def speaker_bootstrap(
     return ConfidenceInterval(estimate, float(low), float(high), confidence, len(values), len(speakers))
 
 
+class ItemSpeakers:
+    """The speaker of each item, factorised once: bootstrap weights are then a gather."""
+
+    def __init__(self, item_speakers: Sequence):
+        self.speakers, self.codes = np.unique(np.asarray(item_speakers), return_inverse=True)
+
+    def weights(self, counts: Mapping[object, int]) -> np.ndarray:
+        """Weight of each item: how often its speaker was drawn."""
+        per_speaker = np.array([counts.get(s, 0) for s in self.speakers.tolist()], dtype=np.float64)
+        return per_speaker[self.codes]
+
+
 def item_weights(item_speakers: Sequence, counts: Mapping[object, int]) -> np.ndarray:
     """Weight of each item: how often its speaker was drawn."""
-    return np.array([counts.get(s, 0) for s in item_speakers], dtype=np.float64)
+    return ItemSpeakers(item_speakers).weights(counts)

@@ -194,6 +194,18 @@ def turn_weights(labels: Sequence, durations: Optional[Sequence[float]], counts:
     return w if durations is None else w * np.asarray(durations, dtype=np.float64)
 
 
+def dominance(labels: Sequence, clusters: Sequence, weights: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per turn: is its speaker the dominant speaker of its cluster (``pure``), is its cluster
+    the dominant cluster of its speaker (``covered``)? The weighted means of these give
+    purity and coverage; with dominance fixed on the full set (as DER fixes its speaker
+    mapping) they are linear in speaker weights, which the speaker bootstrap needs:
+    re-deciding the max on resampled speakers favours sets with fewer distinct speakers."""
+    m = contingency(labels, clusters, weights)
+    _, r = np.unique(np.asarray(labels), return_inverse=True)
+    _, h = np.unique(np.asarray(clusters), return_inverse=True)
+    return m.argmax(axis=0)[h] == r, m.argmax(axis=1)[r] == h
+
+
 def clustering_report(
     embeddings: np.ndarray,
     labels: Sequence,
@@ -203,16 +215,24 @@ def clustering_report(
     n_resamples: int = 1000,
 ) -> tuple[dict, ClusteringResult]:
     """:func:`evaluate_clustering` with speaker-bootstrap intervals of the operating-point and
-    oracle purity / coverage (the partitions stay fixed; resampled speakers reweight turns)."""
+    oracle purity / coverage (the partitions and their :func:`dominance` stay fixed;
+    resampled speakers reweight the turns)."""
     from xmodal_diar.eval.bootstrap import speaker_bootstrap
 
     result = evaluate_clustering(embeddings, labels, durations, method)
     labels = np.asarray(labels)
     speakers = np.unique(labels).tolist()
 
+    weights = None if durations is None else np.asarray(durations, dtype=np.float64)
+
     def interval(partition, which: int):
+        correct = dominance(labels, partition, weights)[which].astype(np.float64)
+
         def stat(counts):
-            return purity_coverage(labels, partition, turn_weights(labels, durations, counts))[which]
+            w = turn_weights(labels, durations, counts)
+            if w.sum() <= 0:
+                raise ValueError("no turn left")
+            return float(np.average(correct, weights=w))
 
         return speaker_bootstrap(stat, speakers, n_resamples=n_resamples, seed=seed).as_dict()
 

@@ -24,7 +24,7 @@ from typing import Collection, Optional, Sequence
 import numpy as np
 import sklearn.metrics
 
-from xmodal_diar.eval.bootstrap import item_weights, speaker_bootstrap
+from xmodal_diar.eval.bootstrap import ItemSpeakers, speaker_bootstrap
 from xmodal_diar.eval.verification import equal_error_rate
 
 MATCHING_SIZES = tuple(range(2, 11))
@@ -110,10 +110,10 @@ class _Items:
     """Per-item results of one split, weighted by identity for the bootstrap."""
 
     values: np.ndarray
-    identities: np.ndarray
+    identities: ItemSpeakers
 
     def mean(self, counts=None) -> float:
-        w = np.ones(len(self.values)) if counts is None else item_weights(self.identities.tolist(), counts)
+        w = np.ones(len(self.values)) if counts is None else self.identities.weights(counts)
         if w.sum() <= 0:
             raise ValueError("no item left")
         return float(np.average(self.values, weights=w))
@@ -176,11 +176,10 @@ def _evaluate_split(sim, v_labels, f_labels, n_trials, sizes, seed, n_resamples)
     # verification: every voice x face pair
     scores = sim.ravel()
     target = (v_labels[:, None] == f_labels[None, :]).ravel()
-    pair_v = np.repeat(v_labels, len(f_labels))
-    pair_f = np.tile(f_labels, len(v_labels))
+    voice_ids, face_ids = ItemSpeakers(v_labels), ItemSpeakers(f_labels)
 
-    def pair_weights(counts):
-        return 0.5 * (item_weights(pair_v.tolist(), counts) + item_weights(pair_f.tolist(), counts))
+    def pair_weights(counts):  # a pair belongs half to its voice's and half to its face's identity
+        return 0.5 * (voice_ids.weights(counts)[:, None] + face_ids.weights(counts)[None, :]).ravel()
 
     def auc(counts):
         return float(sklearn.metrics.roc_auc_score(target, scores, sample_weight=pair_weights(counts)))
@@ -199,11 +198,11 @@ def _evaluate_split(sim, v_labels, f_labels, n_trials, sizes, seed, n_resamples)
                 accuracies[str(n)] = None
                 continue
             queries, gallery = matching_trials(q_lab, g_lab, n, n_trials, seed=seed + n)
-            items = _Items(matching_correct(s, queries, gallery), q_lab[queries])
+            items = _Items(matching_correct(s, queries, gallery), ItemSpeakers(q_lab[queries]))
             accuracies[str(n)] = interval(items.mean) if n == 2 else items.mean()
         out[f"{direction}_1of2"] = accuracies.get("2")
         out[f"{direction}_1ofN"] = {k: (v["value"] if isinstance(v, dict) else v) for k, v in accuracies.items()}
         ap = average_precisions(s, q_lab, g_lab)
         ok = ~np.isnan(ap)
-        out[f"{direction}_map"] = interval(_Items(ap[ok], q_lab[ok]).mean)
+        out[f"{direction}_map"] = interval(_Items(ap[ok], ItemSpeakers(q_lab[ok])).mean)
     return out

@@ -19,6 +19,7 @@ Inputs: ``{uri: Annotation}`` mappings, loaded from RTTM/UEM files or folders
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -85,7 +86,9 @@ def protocol_references(database: PathLike, protocol: str, subset: str = "test")
     database = Path(database)
     if not database.is_file():
         raise FileNotFoundError(f"{database}: no such database.yml")
-    registry.load_database(database)
+    with warnings.catch_warnings():  # re-loading the same database.yml is expected, not news
+        warnings.filterwarnings("ignore", message="Replacing existing")
+        registry.load_database(database)
     try:
         proto = registry.get_protocol(protocol)
     except Exception as exc:

@@ -133,9 +133,10 @@ def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = 
 
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
     hparams = load_recipe_hparams(hparams_file, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], hyperparams_to_save=hparams_file, overrides=overrides
-    )
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
+    if sb.utils.distributed.if_main_process():  # the merged hyperparameters, as run
+        text = recipe_yaml_text(hparams_file, overrides).read()
+        (Path(hparams["output_folder"]) / "hyperparams.yaml").write_text(text)
     if prepare is not None:
         run_on_main(prepare, kwargs={"hparams": hparams})
     if hparams.get("pretrained_encoder"):

@@ -264,13 +264,14 @@ class CrossModalBrain(sb.Brain):
         terms = {}
         total = emb.sum() * 0.0
         weight = getattr(self.hparams, "speaker_weight", 1.0)
-        if weight > 0:
+        if stage != sb.Stage.TRAIN:
+            # validation speakers are unseen: the triplet loss of the embeddings, for every method
+            terms["speaker"] = self.hparams.triplet_loss(emb, labels)
+            total = total + terms["speaker"]
+        elif weight > 0:
             if getattr(self.hparams, "speaker_loss", "triplet") == "aam":
                 logits = self.modules.classifier(emb.unsqueeze(1))
-                if stage != sb.Stage.TRAIN and labels.max() >= logits.shape[-1]:
-                    terms["speaker"] = total.detach()
-                else:
-                    terms["speaker"] = self.hparams.aam_loss(logits, labels.unsqueeze(1))
+                terms["speaker"] = self.hparams.aam_loss(logits, labels.unsqueeze(1))
             else:
                 terms["speaker"] = self.hparams.triplet_loss(emb, labels)
             total = total + weight * terms["speaker"]

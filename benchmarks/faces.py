@@ -1,0 +1,141 @@
+"""Speed and memory of the face pipeline on the talking-head clips, per detector backend.
+
+    python benchmarks/faces.py [--backends blazeface dlib-hog dlib-cnn] [--every-frame-clips 2] [--threads 1]
+
+For each detector (with dlib 5-point landmarks and dlib's 128-D embedder, the offline
+default) and each sampling (5 fps, and every frame), it runs
+:func:`xmodal_diar.faces.extract_face_tracks` (decode + detect + landmarks + align +
+embed + quality + shot cuts + tracking) in a fresh process and measures:
+
+- frames per second (sampled frames processed / wall-clock seconds) and the CPU seconds
+  per frame of the process (less sensitive to other jobs sharing the CPU);
+- the real-time factor ``RTF = processing seconds / video seconds`` and its inverse,
+  ``x real time`` (target: at least 4x real time at 5 fps with the offline default);
+- peak memory: the process's peak resident set (``resource.getrusage``) and the peak of
+  Python-level allocations while processing (``tracemalloc``; numpy included, not torch/dlib).
+
+Every-frame runs use the ``--every-frame-clips`` shortest clips only (they are 5x longer).
+Prints a table and writes ``benchmarks/results/faces.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import List, Optional
+
+RESULTS = Path(__file__).resolve().parent / "results" / "faces.json"
+DEFAULT_BACKENDS = ("blazeface", "dlib-hog", "dlib-cnn")
+
+
+def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int) -> dict:
+    """Run in a fresh process: extract the clips' face tracks and time them."""
+    import tracemalloc
+
+    import torch
+
+    from xmodal_diar.faces import FaceExtractor, extract_face_tracks
+    from xmodal_diar.faces.video import iter_frames
+
+    torch.set_num_threads(threads)
+    extractor = FaceExtractor(detector, keep_aligned=False)
+    warm = next(iter_frames(clips[0], 1.0))[2]
+    extractor(warm)  # model loading and first-call costs are not throughput
+    frames = sum(1 for clip in clips for _ in iter_frames(clip, fps))  # sampled frames, counted before timing
+    faces = tracks = 0
+    duration = 0.0
+    tracemalloc.start()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for clip in clips:
+        result = extract_face_tracks(clip, fps, extractor=extractor)
+        faces += len(result.detections)
+        tracks += len(result.tracks)
+        duration += result.duration
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    _, python_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "detector": detector,
+        "landmarks": "dlib5",
+        "torch_threads": threads,
+        "embedder": extractor.embedder.name,
+        "sampling": "every frame" if fps is None else f"{fps:g} fps",
+        "clips": len(clips),
+        "video_seconds": round(duration, 2),
+        "frames": frames,
+        "faces": faces,
+        "tracks": tracks,
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "frames_per_second": round(frames / wall, 2),
+        "cpu_ms_per_frame": round(1000 * cpu / frames, 1),
+        "rtf": round(wall / duration, 3),
+        "x_real_time": round(duration / wall, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_python_mb": round(python_peak / 2**20, 1),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", nargs="+", default=list(DEFAULT_BACKENDS))
+    parser.add_argument("--fps", type=float, default=5.0)
+    parser.add_argument("--every-frame-clips", type=int, default=2, help="shortest clips used every frame (0: skip)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch intra-op threads (default 1: the per-frame networks are small, and extra threads "
+        "spin against other jobs on a shared 2-core CPU)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    from xmodal_diar.shared_data import require_shared_data
+
+    folder = require_shared_data("talking-heads")
+    from xmodal_diar.faces.video import video_info
+
+    clips = sorted(str(p) for p in folder.glob("*.mp4"))
+    shortest = sorted(clips, key=lambda c: video_info(c).duration)[: args.every_frame_clips]
+    runs = []
+    for detector in args.backends:
+        for fps, subset in ((args.fps, clips), (None, shortest)):
+            if not subset:
+                continue
+            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                try:
+                    runs.append(pool.submit(_measure, detector, fps, subset, args.threads).result())
+                except (OSError, ValueError, RuntimeError) as exc:  # e.g. sfd without its weights
+                    print(f"{detector}: skipped ({exc})")
+                    break
+            r = runs[-1]
+            print(f"{detector:10s} {r['sampling']:12s} {r['frames']:5d} frames {r['frames_per_second']:6.2f} fps "
+                  f"{r['x_real_time']:6.2f}x real time", flush=True)
+
+    header = f"{'detector':10s} {'sampling':12s} {'clips':>5s} {'video s':>8s} {'frames':>6s} {'faces':>6s} " \
+             f"{'fps':>7s} {'cpu ms/f':>8s} {'RTF':>6s} {'x RT':>6s} {'RSS MB':>7s} {'py MB':>6s}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in runs:
+        print(f"{r['detector']:10s} {r['sampling']:12s} {r['clips']:5d} {r['video_seconds']:8.1f} {r['frames']:6d} "
+              f"{r['faces']:6d} {r['frames_per_second']:7.2f} {r['cpu_ms_per_frame']:8.1f} {r['rtf']:6.3f} "
+              f"{r['x_real_time']:6.2f} {r['peak_rss_mb']:7.0f} {r['peak_python_mb']:6.1f}")
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "runs": runs}, indent=2) + "\n")
+    print(f"\nwritten {args.out} (load average {machine['load_average_at_end']} on {machine['cpu_count']} CPUs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""``xmodal-diar faces``: one real clip, then a corrupt file among good ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xmodal_diar.cli import main
+from xmodal_diar.faces.io import load_face_tracks
+
+ARGS = ["--fps", "2", "--detector", "dlib-hog", "--quiet"]
+
+
+def test_faces_command_writes_npz_and_contact_sheet(talking_heads, tmp_path, capsys):
+    clip = talking_heads / "00010.mp4"
+    assert main(["faces", str(clip), "--out", str(tmp_path), "--contact-sheet", *ARGS]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith(f"{clip}: ") and "1 tracks" in out[0]
+    result = load_face_tracks(tmp_path / "00010.faces.npz", embedding_dim=128)
+    assert result.video == str(clip) and result.fps == 2.0 and result.detector == "dlib-hog"
+    assert len(result.tracks) == 1 and len(result.tracks[0].detections) >= 8  # 9 samples in 4.24 s
+    from PIL import Image
+
+    with Image.open(tmp_path / "00010.faces.png") as png:
+        sheet = np.asarray(png.convert("RGB"))
+    assert sheet.shape[0] >= 80 and sheet.std() > 10  # a row of real face crops, not a blank page
+
+
+def test_faces_command_reports_a_corrupt_video_and_goes_on(talking_heads, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    clip = talking_heads / "00010.mp4"
+    status = main(["faces", str(broken), str(clip), "--out", str(tmp_path / "out"), *ARGS])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert f"skipped {broken}" in captured.err and "corrupt" in captured.err
+    assert "1 of 2 videos failed" in captured.err
+    assert (tmp_path / "out" / "00010.faces.npz").is_file()  # the good video after it was processed
+    assert not (tmp_path / "out" / "broken.faces.npz").exists()
+
+
+def test_faces_command_rejects_bad_options(tmp_path, capsys):
+    assert main(["faces", "x.mp4", "--out", str(tmp_path), "--fps", "0"]) == 1
+    assert "--fps must be positive" in capsys.readouterr().err
+    assert main(["faces", "x.mp4", "--out", str(tmp_path), "--embedder", "missing.onnx"]) == 1
+    assert "--embedder missing.onnx" in capsys.readouterr().err

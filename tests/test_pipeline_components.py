@@ -1,0 +1,222 @@
+"""Building blocks of BroadcastDiarization: VAD, change detection, turn merging,
+constrained clustering, face evidence, turn embedding (small synthetic inputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pyannote.core import Segment, Timeline
+
+from xmodal_diar.faces.pairing import TurnPairing
+from xmodal_diar.pipelines.broadcast_diarization import TurnEmbedder, load_embedding_model, merge_short_turns
+from xmodal_diar.pipelines.change_detection import (
+    SpeakerChangeDetection,
+    bic_change_scores,
+    boundary_grid,
+    embedding_change_scores,
+)
+from xmodal_diar.pipelines.face_evidence import (
+    CANNOT_LINK_DISTANCE,
+    FaceEvidence,
+    constrain_distances,
+    face_identities,
+    turn_face_tracks,
+)
+from xmodal_diar.pipelines.turn_clustering import TurnClustering
+from xmodal_diar.pipelines.vad import VoiceActivityDetection, energy_speech_scores
+
+SR = 16000
+
+
+def tone(seconds: float, freq: float, amp: float = 0.3) -> torch.Tensor:
+    t = torch.arange(int(seconds * SR)) / SR
+    return amp * torch.sin(2 * torch.pi * freq * t)
+
+
+def two_voice_signal() -> torch.Tensor:
+    """4 s of a 200 Hz 'voice', then 4 s of a 1500 Hz one."""
+    g = torch.Generator().manual_seed(0)
+    noise = 0.01 * torch.randn(8 * SR, generator=g)
+    return torch.cat([tone(4, 200), tone(4, 1500)]) + noise
+
+
+class TwoToneEncoder(torch.nn.Module):
+    """A 2-D 'speaker' embedding: magnitudes at 200 Hz and 1500 Hz (the two 'voices')."""
+
+    def forward(self, wavs, wav_lens=None):
+        spec = torch.fft.rfft(wavs).abs()
+        bins = [round(f * wavs.shape[-1] / SR) for f in (200, 1500)]
+        return spec[:, bins] + 1e-3
+
+
+# ---------------------------------------------------------------------------- VAD
+def test_energy_vad_finds_the_burst_and_nothing_in_silence():
+    wav = torch.cat([torch.zeros(2 * SR), tone(3, 300), torch.zeros(2 * SR)])
+    vad = VoiceActivityDetection("energy")
+    vad.instantiate(vad.default_parameters())
+    speech = vad.speech_regions(vad.speech_scores(wav), duration=7.0)
+    assert len(speech) == 1
+    region = speech[0]
+    assert abs(region.start - 2.0) < 0.1 and abs(region.end - 5.0) < 0.1
+    silent = vad.speech_regions(energy_speech_scores(torch.zeros(3 * SR)), 3.0)
+    assert len(silent) == 0
+
+
+def test_silero_vad_keeps_thread_count_and_rejects_unknown_method():
+    torch.set_num_threads(2)
+    vad = VoiceActivityDetection("silero")
+    scores = vad.speech_scores(torch.zeros(SR))
+    assert torch.get_num_threads() == 2
+    assert scores.data.shape == (32, 1) and float(scores.data.max()) < 0.5
+    with pytest.raises(ValueError, match="vad='webrtc'"):
+        VoiceActivityDetection("webrtc")
+
+
+# ------------------------------------------------------------------ change detection
+def test_boundary_grid_keeps_a_window_from_each_edge():
+    grid = boundary_grid(Segment(10.0, 14.0), window=1.5, step=0.25)
+    assert grid[0] == pytest.approx(11.5) and grid[-1] == pytest.approx(12.5)
+    assert len(boundary_grid(Segment(0, 2.9), window=1.5, step=0.25)) == 0
+
+
+def test_embedding_change_peak_at_the_true_change():
+    wav = two_voice_signal()
+    embedder = TurnEmbedder(TwoToneEncoder(), batch_size=7)
+    region = Segment(0.0, 8.0)
+    scores = embedding_change_scores(wav, region, embedder.windows, window=1.0, step=0.25, block_windows=5)
+    assert scores.times[np.argmax(scores.values)] == pytest.approx(4.0)
+    scd = SpeakerChangeDetection("embedding", window=1.0, step=0.25)
+    scd.instantiate({"threshold": 0.5, "min_duration": 1.0})
+    assert scd.turns(scores) == [Segment(0.0, 4.0), Segment(4.0, 8.0)]
+    scd.instantiate({"threshold": 2.0, "min_duration": 1.0})  # nothing that high: one turn
+    assert scd.turns(scores) == [region]
+
+
+def test_bic_change_peak_at_the_true_change():
+    g = torch.Generator().manual_seed(1)
+    white = 0.1 * torch.randn(3 * SR, generator=g)
+    low = torch.nn.functional.avg_pool1d((0.3 * torch.randn(3 * SR, generator=g))[None, None], 9, 1, 4)[0, 0]
+    scores = bic_change_scores(torch.cat([white, low]), Segment(0.0, 6.0), window=1.0, step=0.25)
+    assert scores.times[np.argmax(scores.values)] == pytest.approx(3.0, abs=0.25)
+    assert scores.values.max() > 1.0  # ΔBIC > 0 at λ = 1
+
+
+def test_change_detection_rejects_window_not_multiple_of_step():
+    with pytest.raises(ValueError, match="multiple of step"):
+        SpeakerChangeDetection(window=1.0, step=0.3)
+
+
+def test_merge_short_turns_goes_across_the_weaker_boundary():
+    turns = [Segment(0, 3), Segment(3, 3.2), Segment(3.2, 6)]
+    assert merge_short_turns(turns, [0.9, 0.4], 0.5) == [Segment(0, 3), Segment(3, 6)]
+    assert merge_short_turns(turns, [0.3, 0.8], 0.5) == [Segment(0, 3.2), Segment(3.2, 6)]
+    assert merge_short_turns([Segment(0, 0.2)], [], 0.5) == [Segment(0, 0.2)]  # alone: kept
+
+
+# ------------------------------------------------------------------------ clustering
+def blobs(n_per: int = 4, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = np.eye(3, 8)
+    e = np.concatenate([c + 0.05 * rng.standard_normal((n_per, 8)) for c in centres])
+    return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+
+def clustering(threshold: float = 0.5, method: str = "average") -> TurnClustering:
+    c = TurnClustering()
+    c.instantiate({"threshold": threshold, "method": method})
+    return c
+
+
+def test_clustering_threshold_and_speaker_counts():
+    e = blobs()
+    assert clustering()(e).tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert len(set(clustering()(e, num_clusters=2))) == 2
+    assert len(set(clustering()(e, max_clusters=2))) == 2
+    assert len(set(clustering(threshold=1.9)(e, min_clusters=3))) == 3
+    assert set(clustering()(e, num_clusters=1)) == {0}
+    assert clustering()(e[:1]).tolist() == [0]
+    with pytest.raises(ValueError, match="finite"):
+        clustering()(np.full((2, 3), np.nan))
+
+
+def test_face_constraints_change_the_clustering():
+    # turns 0 and 1 sound alike, turn 2 does not
+    e = np.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]])
+    assert clustering()(e).tolist() == [0, 0, 1]
+    turns = [Segment(0, 2), Segment(2, 4), Segment(4, 6)]
+    face = FaceEvidence()
+    face.instantiate({"min_confidence": 0.5, "same_face_threshold": 0.0})
+    # different confident faces on turns 0 and 1, the same face on turns 1 and 2
+    pairings = [
+        TurnPairing(Segment(0, 2), "t", 7, 0.9),
+        (Segment(2, 4), 8, 0.9),
+        ((4.0, 6.0), 8, 0.8),
+    ]
+    must, cannot = face(turns, pairings)
+    assert must[1, 2] and must[2, 1] and cannot[0, 1] and cannot[0, 2] and not must[0, 1]
+    assert clustering()(e, must, cannot).tolist() == [0, 1, 1]
+    # weak pairings are ignored
+    weak = [(s, k, 0.2) for s, k in zip(turns, (7, 8, 8))]
+    must, cannot = face(turns, weak)
+    assert not must.any() and not cannot.any()
+    d = constrain_distances(np.full((3, 3), 0.5), must | np.eye(3, dtype=bool), cannot)
+    assert d[0, 0] == 0.0 and d[0, 1] == 0.5
+    assert constrain_distances(np.zeros((2, 2)), np.zeros((2, 2), bool), ~np.eye(2, dtype=bool))[0, 1] == CANNOT_LINK_DISTANCE
+
+
+def test_face_tracks_with_close_faces_are_one_identity():
+    ids = face_identities([1, 2, 3], {1: np.array([1.0, 0.0]), 2: np.array([0.99, 0.1]), 3: np.array([0.0, 1.0])}, 0.3)
+    assert ids[1] == ids[2] != ids[3]
+    assert len(set(face_identities([1, 2], None, 0.3).values())) == 2
+
+
+def test_turn_face_tracks_needs_coverage_and_validates():
+    tracks, conf = turn_face_tracks([Segment(0, 4), Segment(4, 8)], [(Segment(0, 3), 1, 1.0), (Segment(7, 8), 2, 1.0)])
+    assert tracks == [1, None] and conf[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"face_evidence\[0\]: confidence"):
+        turn_face_tracks([Segment(0, 1)], [(Segment(0, 1), 1, 1.5)])
+    with pytest.raises(ValueError, match=r"face_evidence\[0\]"):
+        turn_face_tracks([Segment(0, 1)], ["nonsense"])
+
+
+# ------------------------------------------------------------------------- embedding
+class MeanAbs(torch.nn.Module):
+    """Tiny deterministic encoder without ``wav_lens``: (mean |x|, 1)."""
+
+    def forward(self, wavs):
+        return torch.stack([wavs.abs().mean(-1), torch.ones(len(wavs))], -1)
+
+
+def test_turn_embedder_chunks_pads_and_never_returns_nan():
+    wav = torch.cat([0.1 * torch.ones(5 * SR), 0.3 * torch.ones(5 * SR)])
+    emb = TurnEmbedder(MeanAbs(), batch_size=2, min_duration=0.5, max_duration=5.0)
+    long, short, tiny = emb.segments(wav, [Segment(0, 10), Segment(6, 6.2), Segment(1, 1.0001)])
+    # the 10 s turn: two 5 s chunks (0.1 and 0.3) averaged with equal weights
+    expected = (np.array([0.1, 1]) / np.linalg.norm([0.1, 1]) + np.array([0.3, 1]) / np.linalg.norm([0.3, 1])) / 2
+    assert long == pytest.approx(expected / np.linalg.norm(expected), abs=1e-4)
+    # a 0.2 s turn is tiled (not zero-padded): its mean |x| stays 0.3
+    assert short == pytest.approx(np.array([0.3, 1]) / np.linalg.norm([0.3, 1]), abs=1e-4)
+    assert np.isfinite(tiny).all()
+
+
+def test_turn_embedder_uses_wav_lens_when_the_model_takes_them():
+    enc = TwoToneEncoder()
+    emb = TurnEmbedder(enc, batch_size=4, min_duration=0.5)
+    assert emb.takes_lengths
+    wav = two_voice_signal()
+    a, b = emb.segments(wav, [Segment(0, 1), Segment(4, 7)])
+    assert a @ b < 0.9  # different "voices" stay apart
+
+
+def test_load_embedding_model_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.bin"):
+        load_embedding_model(tmp_path / "nothing.bin")
+    with pytest.raises(FileNotFoundError, match="pytorch_model.bin"):
+        load_embedding_model(tmp_path)
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.bin"):
+        load_embedding_model(bad)
+    with pytest.raises(ValueError, match="embedding"):
+        load_embedding_model(None)
