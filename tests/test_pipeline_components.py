@@ -220,3 +220,25 @@ def test_load_embedding_model_errors_name_the_path(tmp_path):
         load_embedding_model(bad)
     with pytest.raises(ValueError, match="embedding"):
         load_embedding_model(None)
+
+
+def test_face_tracks_are_paired_with_the_turns_and_constrain_them():
+    from xmodal_diar.faces.types import FaceDetection, FaceTrack
+
+    def track(track_id, start, end, embedding):
+        return FaceTrack(track_id, [
+            FaceDetection(frame=int(t * 5), time=t, box=np.array([0, 0, 100, 100], np.float32), score=0.9,
+                          embedding=np.asarray(embedding, np.float32))
+            for t in np.arange(start, end + 1e-9, 0.2)
+        ])
+
+    turns = [Segment(0, 2), Segment(2, 4), Segment(4, 6)]
+    # tracks 1 and 3: one person in two shots (close faces); track 2: someone else
+    tracks = [track(1, 0.0, 2.0, [1, 0]), track(2, 2.0, 4.0, [0, 1]), track(3, 4.0, 6.0, [0.99, 0.05])]
+    face = FaceEvidence()
+    face.instantiate({"min_confidence": 0.5, "same_face_threshold": 0.3})
+    must, cannot = face(turns, tracks)
+    assert must[0, 2] and cannot[0, 1] and cannot[1, 2]
+    face.instantiate({"min_confidence": 0.5, "same_face_threshold": 0.0})  # one track, one identity
+    must, cannot = face(turns, tracks)
+    assert not must.any() and cannot[0, 2]

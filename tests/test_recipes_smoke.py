@@ -18,7 +18,7 @@ from xmodal_diar.training import load_checkpoint_encoder, run_recipe
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "SharedData" / "CrossModal"
 TINY = [
-    "--number_of_epochs=1", "--batches_per_epoch=2", "--identities_per_batch=4", "--face_identities_per_batch=2",
+    "--number_of_epochs=1", "--batches_per_epoch=2", "--identities_per_batch=4", "--face_identities_per_batch=3",
     "--lstm_hidden=8", "--emb_dim=8", "--crop_max=1.5", "--max_librispeech_speakers=6", "--max_talking_heads=4",
 ]
 METHODS = ["triplet", "aam", "tet", "rdt", "cst", "mmd", "joint", "mkd_qaw", "disentangle", "moco"]
@@ -35,8 +35,10 @@ def workdir(tmp_path_factory, shared_data):
 
 def train(workdir: Path, shared_data: Path, method: str, *extra: str, output: str | None = None):
     out = workdir / (output or method)
-    argv = [str(RECIPE / "hparams" / f"{method}.yaml"), f"--data_folder={shared_data}", f"--output_folder={out}",
-            f"--manifest_folder={workdir / 'manifests'}", f"--face_cache={_face_cache()}", *TINY, *extra]
+    options = [f"--data_folder={shared_data}", f"--output_folder={out}", f"--manifest_folder={workdir / 'manifests'}",
+               f"--face_cache={_face_cache()}", *TINY, *extra]
+    by_key = {o.split("=", 1)[0]: o for o in options}  # later options win, as on a command line
+    argv = [str(RECIPE / "hparams" / f"{method}.yaml"), *by_key.values()]
     sys.path.insert(0, str(RECIPE))
     try:
         from train import prepare  # the recipe's own data preparation
@@ -156,7 +158,8 @@ def test_ddp_two_cpu_processes_gloo(workdir, shared_data):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            str(RECIPE / "train.py"), str(RECIPE / "hparams" / "tet.yaml"), f"--data_folder={shared_data}",
            f"--output_folder={out}", f"--manifest_folder={workdir / 'manifests'}", f"--face_cache={_face_cache()}",
-           "--distributed_backend=gloo", *TINY, "--batches_per_epoch=4"]
+           "--distributed_backend=gloo", *[o for o in TINY if not o.startswith("--batches_per_epoch")],
+           "--batches_per_epoch=4"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYANNOTE_METRICS_ENABLED="false")
     result = subprocess.run(cmd, cwd=RECIPE, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     failures = 0
+    face_extractor = None
     for source in args.inputs:
         path = Path(source)
         uri = path.stem
@@ -99,9 +100,11 @@ def run(args: argparse.Namespace) -> int:
             waveform = load_audio(path)
             file = {"waveform": waveform[None], "sample_rate": 16000, "uri": uri}
             if args.video:
-                from xmodal_diar.faces import extract_face_tracks
+                from xmodal_diar.faces import FaceExtractor, extract_face_tracks
 
-                file["face_evidence"] = extract_face_tracks(path, keep_aligned=False)
+                if face_extractor is None:  # load the face models once for all inputs
+                    face_extractor = FaceExtractor("blazeface", "dlib5", "dlib", keep_aligned=False)
+                file["face_evidence"] = extract_face_tracks(path, extractor=face_extractor)
             kwargs = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers, max_speakers=args.max_speakers)
             with ProgressHook(transient=True, hidden=args.quiet) as hook:
                 diarization = pipeline(file, hook=hook, **kwargs)

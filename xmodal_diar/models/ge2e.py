@@ -105,17 +105,21 @@ class GE2EEmbedding(EmbeddingModel):
                 p.requires_grad_(False)
 
     def _windows(self, n_frames: torch.Tensor) -> tuple[list[int], list[int], list[int]]:
+        """Partials of ``partial_frames`` every ``partial_hop`` frames; the last one is
+        end-aligned, so every partial of a turn longer than one partial is full-length."""
         owner, starts, sizes = [], [], []
-        hop = self.partial_hop
+        width, hop = self.partial_frames, self.partial_hop
         for i, n in enumerate(n_frames.tolist()):
-            s = 0
-            while True:
+            if n <= width:
+                turn_starts = [0]
+            else:
+                turn_starts = list(range(0, n - width + 1, hop))
+                if turn_starts[-1] + width < n:
+                    turn_starts.append(n - width)
+            for s in turn_starts:
                 owner.append(i)
                 starts.append(s)
-                sizes.append(min(self.partial_frames, n - s))
-                if s + self.partial_frames >= n:
-                    break
-                s += hop
+                sizes.append(min(width, n - s))
         return owner, starts, sizes
 
     def backbone(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

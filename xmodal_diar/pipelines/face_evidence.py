@@ -184,9 +184,13 @@ class FaceEvidence(Pipeline):
     ) -> Tuple[np.ndarray, np.ndarray]:
         """Must-link and cannot-link matrices for ``turns``.
 
-        ``evidence``: a sequence of face pairings (see :data:`PairingLike`) or of
-        :class:`~xmodal_diar.faces.types.FaceTrack` (then paired with the turns here).
+        ``evidence``: a sequence of face pairings (see :data:`PairingLike`), of
+        :class:`~xmodal_diar.faces.types.FaceTrack` (then paired with the turns here by
+        :func:`~xmodal_diar.faces.pairing.pair_turns_with_tracks`), or the
+        ``FaceTracks`` that :func:`xmodal_diar.faces.extract_face_tracks` returns.
         """
+        if hasattr(evidence, "tracks"):  # a FaceTracks (xmodal_diar.faces.extract_face_tracks)
+            evidence = evidence.tracks
         evidence = list(evidence)
         embeddings = None
         if evidence and hasattr(evidence[0], "detections"):

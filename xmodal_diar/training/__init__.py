@@ -132,6 +132,7 @@ def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = 
     from speechbrain.utils.distributed import run_on_main
 
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
+    sb.utils.distributed.ddp_init_group(run_opts)  # no-op unless started by torchrun
     hparams = load_recipe_hparams(hparams_file, overrides)
     sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
     if sb.utils.distributed.if_main_process():  # the merged hyperparameters, as run
@@ -140,8 +141,8 @@ def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = 
     if prepare is not None:
         run_on_main(prepare, kwargs={"hparams": hparams})
     if hparams.get("pretrained_encoder"):
-        run_on_main(load_pretrained_encoder, args=[hparams["encoder"], hparams["pretrained_encoder"],
-                                                   Path(hparams["save_folder"]) / "pretrained"],
+        run_on_main(_discard_result, args=[load_pretrained_encoder, hparams["encoder"], hparams["pretrained_encoder"],
+                                           Path(hparams["save_folder"]) / "pretrained"],
                     kwargs={"target": hparams.get("pretrained_target", "embedding_model")})
         if sb.utils.distributed.if_main_process() is False:  # other ranks load the collected copy
             load_pretrained_encoder(hparams["encoder"], hparams["pretrained_encoder"],
@@ -174,5 +175,9 @@ def run_on_main_result(fn, hparams):
     """``fn(hparams)`` after the main process has run it once (it writes the label encoder)."""
     from speechbrain.utils.distributed import run_on_main
 
-    run_on_main(fn, args=[hparams])
+    run_on_main(_discard_result, args=[fn, hparams])  # run_on_main broadcasts (pickles) results
     return fn(hparams)
+
+
+def _discard_result(fn, *args, **kwargs) -> None:
+    fn(*args, **kwargs)

@@ -241,8 +241,9 @@ class CrossModalBrain(sb.Brain):
         wavs, lens = batch.sig
         augment = getattr(self.hparams, "wav_augment", None)
         if stage == sb.Stage.TRAIN and augment is not None:
+            n = wavs.shape[0]
             wavs, lens = augment(wavs, lens)
-            if wavs.shape[0] != batch.batch_size:
+            if wavs.shape[0] != n:
                 raise ValueError("wav_augment must keep the batch size: set concat_original: False, repeat_augment: 1")
         out = {"emb": self._embed(wavs, lens)}
         if stage == sb.Stage.TRAIN and "moco" in self.modules:
