@@ -150,7 +150,6 @@ def test_random_crops_stay_inside_the_turn_and_in_range():
 
 def test_dataset_items_on_real_faces(tmp_path, shared_data):
     """Talking-heads turns carry their real face teacher; librispeech turns carry none."""
-    from xmodal_diar.shared_data import shared_data_root  # noqa: F401  (fixture already checked it)
 
     paths = prepare_shared_data(tmp_path, shared_data, max_librispeech_speakers=3, max_talking_heads=2,
                                 face_cache=_face_cache())

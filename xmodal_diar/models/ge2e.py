@@ -83,7 +83,7 @@ class GE2EEmbedding(EmbeddingModel):
         pretrained: bool = True,
         freeze_backbone: bool = True,
         partial_frames: int = PARTIAL_FRAMES,
-        partial_hop: int = PARTIAL_FRAMES,
+        partial_hop: int = PARTIAL_FRAMES // 2,
         min_frames: int = 50,
     ):
         super().__init__(dimension, min_frames)
@@ -148,7 +148,7 @@ class GE2ETurnEncoder(TurnEncoder):
     """
 
     def __init__(self, dimension: int = 256, pretrained: bool = True, freeze_backbone: bool = True,
-                 partial_frames: int = PARTIAL_FRAMES, partial_hop: int = PARTIAL_FRAMES, min_frames: int = 50):
+                 partial_frames: int = PARTIAL_FRAMES, partial_hop: int = PARTIAL_FRAMES // 2, min_frames: int = 50):
         embedding_config = dict(dimension=dimension, pretrained=False, freeze_backbone=freeze_backbone,
                                 partial_frames=partial_frames, partial_hop=partial_hop, min_frames=min_frames)
         embedding = GE2EEmbedding(**{**embedding_config, "pretrained": pretrained})

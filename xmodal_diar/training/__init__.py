@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 

@@ -28,7 +28,6 @@ from typing import Optional, Union
 
 import speechbrain as sb
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xmodal_diar.losses.le_odobez import (

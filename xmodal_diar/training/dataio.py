@@ -179,13 +179,16 @@ class IdentityBatchSampler(Sampler):
 def build_label_encoder(rows: Sequence[dict], path: Optional[Path] = None) -> CategoricalEncoder:
     """Sorted identities -> indices; saved to / loaded from ``path`` (SpeechBrain's format)."""
     encoder = CategoricalEncoder()
+    identities = sorted({r["spk_id"] for r in rows})
     if path is not None and Path(path).is_file():
         encoder.load(path)
+        encoder.ignore_len()
         missing = sorted({r["spk_id"] for r in rows} - set(encoder.lab2ind))
         if missing:
             raise ManifestError(f"{path}: label encoder lacks identities {missing[:5]}; delete it to rebuild")
         return encoder
-    encoder.update_from_iterable(sorted({r["spk_id"] for r in rows}))
+    encoder.update_from_iterable(identities)
+    encoder.expect_len(len(identities))
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         encoder.save(path)
