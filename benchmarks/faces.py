@@ -35,7 +35,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "faces.json"
 DEFAULT_BACKENDS = ("blazeface", "dlib-hog", "dlib-cnn")
 
 
-def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int) -> dict:
+def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int, embed_every: int) -> dict:
     """Run in a fresh process: extract the clips' face tracks and time them."""
     import tracemalloc
 
@@ -54,7 +54,7 @@ def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int
     tracemalloc.start()
     wall, cpu = time.perf_counter(), time.process_time()
     for clip in clips:
-        result = extract_face_tracks(clip, fps, extractor=extractor)
+        result = extract_face_tracks(clip, fps, extractor=extractor, embed_every=embed_every)
         faces += len(result.detections)
         tracks += len(result.tracks)
         duration += result.duration
@@ -66,6 +66,7 @@ def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int
         "landmarks": "dlib5",
         "torch_threads": threads,
         "embedder": extractor.embedder.name,
+        "embed_every": embed_every,
         "sampling": "every frame" if fps is None else f"{fps:g} fps",
         "clips": len(clips),
         "video_seconds": round(duration, 2),
@@ -93,6 +94,8 @@ def main(argv=None) -> int:
         help="torch intra-op threads (default 1: the per-frame networks are small, and extra threads "
         "spin against other jobs on a shared 2-core CPU)",
     )
+    parser.add_argument("--embed-every", type=int, nargs="+", default=[3, 1],
+                        help="embed every K-th sampled frame (one run per value; default 3 = extract_face_tracks' default, and 1)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -105,24 +108,25 @@ def main(argv=None) -> int:
     shortest = sorted(clips, key=lambda c: video_info(c).duration)[: args.every_frame_clips]
     runs = []
     for detector in args.backends:
-        for fps, subset in ((args.fps, clips), (None, shortest)):
-            if not subset:
-                continue
-            with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-                try:
-                    runs.append(pool.submit(_measure, detector, fps, subset, args.threads).result())
-                except (OSError, ValueError, RuntimeError) as exc:  # e.g. sfd without its weights
-                    print(f"{detector}: skipped ({exc})")
-                    break
-            r = runs[-1]
-            print(f"{detector:10s} {r['sampling']:12s} {r['frames']:5d} frames {r['frames_per_second']:6.2f} fps "
-                  f"{r['x_real_time']:6.2f}x real time", flush=True)
+        for embed_every in args.embed_every:
+            for fps, subset in ((args.fps, clips), (None, shortest)):
+                if not subset:
+                    continue
+                with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+                    try:
+                        runs.append(pool.submit(_measure, detector, fps, subset, args.threads, embed_every).result())
+                    except (OSError, ValueError, RuntimeError) as exc:  # e.g. sfd without its weights
+                        print(f"{detector}: skipped ({exc})")
+                        break
+                r = runs[-1]
+                print(f"{detector:10s} {r['sampling']:12s} embed 1/{embed_every} {r['frames']:5d} frames "
+                      f"{r['frames_per_second']:6.2f} fps {r['x_real_time']:6.2f}x real time", flush=True)
 
-    header = f"{'detector':10s} {'sampling':12s} {'clips':>5s} {'video s':>8s} {'frames':>6s} {'faces':>6s} " \
+    header = f"{'detector':10s} {'sampling':12s} {'embed':>5s} {'clips':>5s} {'video s':>8s} {'frames':>6s} {'faces':>6s} " \
              f"{'fps':>7s} {'cpu ms/f':>8s} {'RTF':>6s} {'x RT':>6s} {'RSS MB':>7s} {'py MB':>6s}"
     print("\n" + header + "\n" + "-" * len(header))
     for r in runs:
-        print(f"{r['detector']:10s} {r['sampling']:12s} {r['clips']:5d} {r['video_seconds']:8.1f} {r['frames']:6d} "
+        print(f"{r['detector']:10s} {r['sampling']:12s} {'1/' + str(r['embed_every']):>5s} {r['clips']:5d} {r['video_seconds']:8.1f} {r['frames']:6d} "
               f"{r['faces']:6d} {r['frames_per_second']:7.2f} {r['cpu_ms_per_frame']:8.1f} {r['rtf']:6.3f} "
               f"{r['x_real_time']:6.2f} {r['peak_rss_mb']:7.0f} {r['peak_python_mb']:6.1f}")
     machine = {

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+# before torch is imported: passive OpenMP waiting (see scripts/env.sh)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 import torch

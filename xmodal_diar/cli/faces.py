@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--embedder", default="dlib", help="dlib (default, 128-D) or a TorchScript (.pt) / ONNX (.onnx) face model"
     )
+    parser.add_argument(
+        "--embed-every", type=int, default=3, metavar="K",
+        help="embed the faces of every K-th sampled frame only (default 3; 1: all)",
+    )
     parser.add_argument("--min-track", type=int, default=3, metavar="N", help="drop tracks of fewer detections")
     parser.add_argument("--shot-threshold", type=float, default=0.4, help="histogram distance of a shot cut")
     parser.add_argument("--contact-sheet", action="store_true", help="also write <stem>.faces.png")
@@ -66,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                 fps=None if args.every_frame else args.fps,
                 extractor=extractor,
                 min_detections=args.min_track,
+                embed_every=args.embed_every,
                 shot_threshold=args.shot_threshold,
                 progress=not args.quiet,
             )

@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Optional, Union
 
 from xmodal_diar.faces.contact_sheet import contact_sheet, save_contact_sheet
-from xmodal_diar.faces.embedding import FaceEmbedder, FaceExtractor, build_embedder, detect_and_embed
+from xmodal_diar.faces.embedding import (
+    FaceEmbedder,
+    FaceExtractor,
+    build_embedder,
+    detect_and_embed,
+    iter_frame_detections,
+)
 from xmodal_diar.faces.detection import FaceDetector, build_detector
 from xmodal_diar.faces.alignment import Landmarker, build_landmarker
 from xmodal_diar.faces.io import FaceTracks, load_face_tracks
@@ -22,7 +28,7 @@ from xmodal_diar.faces.pairing import TurnPairing, load_turns, pair_turns_with_t
 from xmodal_diar.faces.shots import ShotCut, ShotCutDetector, detect_shot_cuts
 from xmodal_diar.faces.tracking import link_detections, split_short_tracks, track_quality
 from xmodal_diar.faces.types import FaceDetection, FaceQuality, FaceTrack
-from xmodal_diar.faces.video import VideoError, iter_frames, video_info
+from xmodal_diar.faces.video import VideoError, iter_frames, video_info  # noqa: F401 (re-exported)
 
 __all__ = [
     "FaceDetection", "FaceQuality", "FaceTrack", "FaceTracks", "TurnPairing", "ShotCut", "VideoError",
@@ -46,6 +52,7 @@ def extract_face_tracks(
     min_duration: float = 0.0,
     max_gap: float = 1.0,
     keep_aligned: bool = True,
+    embed_every: int = 3,
     progress: bool = False,
     **tracking_options,
 ) -> FaceTracks:
@@ -54,24 +61,22 @@ def extract_face_tracks(
     One decoding pass: each sampled frame feeds the shot-cut detector
     (:class:`ShotCutDetector`, ``shot_threshold``) and the face ``extractor`` (built from
     ``detector``/``landmarks``/``embedder`` unless given, to reuse loaded models across
-    videos); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
+    videos; only every ``embed_every``-th sampled frame is embedded, as dlib's embedder
+    dominates the cost and a track's mean needs few faces); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
     ``tracking_options``) makes the tracks. Detections of dropped short tracks are kept
     in ``untracked``. A video without faces gives no track; an unreadable one raises
     :class:`VideoError` naming the file.
     """
-    from tqdm.auto import tqdm
-
     info = video_info(video)
     if extractor is None:
         extractor = FaceExtractor(detector, landmarks, embedder, keep_aligned=keep_aligned)
     shots = ShotCutDetector(threshold=shot_threshold)
-    total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
     detections = []
-    for frame, time, rgb in tqdm(
-        iter_frames(video, fps), total=total, desc=Path(video).name, unit="frame", disable=not progress, leave=False
+    for frame, time, rgb, found in iter_frame_detections(
+        video, fps, extractor, embed_every=embed_every, progress=progress
     ):
         shots.update(frame, time, rgb)
-        detections.extend(extractor(rgb, frame=frame, time=time))
+        detections.extend(found)
     cuts = [c.time for c in shots.cuts]
     tracks = link_detections(
         detections, shot_cuts=cuts, min_detections=1, max_gap=max_gap, **tracking_options

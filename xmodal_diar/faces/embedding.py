@@ -17,15 +17,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from xmodal_diar.faces.alignment import Landmarker, align_arcface, build_landmarker, dlib_face_chip
-from xmodal_diar.faces.detection import FaceDetector, build_detector
+from xmodal_diar.faces.detection import DEFAULT_DETECTOR, FaceDetector, build_detector
 from xmodal_diar.faces.quality import face_quality
 from xmodal_diar.faces.types import FaceDetection
-from xmodal_diar.faces.video import PathLike, as_rgb, iter_frames
+from xmodal_diar.faces.video import PathLike, as_rgb, iter_frames, video_info
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -205,12 +206,14 @@ class FaceExtractor:
 
     ``extractor(rgb, frame=0, time=0.0) -> [FaceDetection]`` (best detector score first),
     each with box, score, landmarks, embedding, quality and (if ``keep_aligned``) the
-    aligned crop.
+    aligned crop. With ``embed=False`` the embedding is left None: dlib's embedder costs
+    about 100 ms a face on this CPU, ten times detection, so a tracker may embed only
+    some detections (``extractor.embedder.embed_crops([d.aligned, ...])``).
     """
 
     def __init__(
         self,
-        detector: Union[str, FaceDetector] = "blazeface",
+        detector: Union[str, FaceDetector] = DEFAULT_DETECTOR,
         landmarks: Union[str, Landmarker] = "dlib5",
         embedder: Union[str, FaceEmbedder] = "dlib",
         min_size: float = 0.0,
@@ -226,7 +229,7 @@ class FaceExtractor:
         self.embedder = build_embedder(embedder, **(embedder_options or {}))
         self.keep_aligned = keep_aligned
 
-    def __call__(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0) -> List[FaceDetection]:
+    def __call__(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0, embed: bool = True) -> List[FaceDetection]:
         rgb = as_rgb(rgb, name=f"frame {frame}")
         found = self.detector.detect(rgb)
         if not found:
@@ -234,7 +237,7 @@ class FaceExtractor:
         boxes = [box for box, _ in found]
         points = self.landmarker.landmarks(rgb, boxes)
         crops = [self.embedder.align(rgb, p) for p in points]
-        embeddings = self.embedder.embed_crops(crops)
+        embeddings = self.embedder.embed_crops(crops) if embed else [None] * len(crops)
         return [
             FaceDetection(
                 frame=frame,
@@ -253,30 +256,54 @@ class FaceExtractor:
 def detect_and_embed(
     path: PathLike,
     fps: Optional[float] = 5.0,
-    detector: Union[str, FaceDetector] = "blazeface",
+    detector: Union[str, FaceDetector] = DEFAULT_DETECTOR,
     landmarks: Union[str, Landmarker] = "dlib5",
     embedder: Union[str, FaceEmbedder] = "dlib",
     min_size: float = 0.0,
     keep_aligned: bool = True,
     progress: bool = True,
+    embed_every: int = 1,
     detector_options: Optional[dict] = None,
     embedder_options: Optional[dict] = None,
 ) -> List[FaceDetection]:
     """Every face of the frames of ``path`` sampled at ``fps`` (None: every frame), in time order.
 
-    A video without faces gives an empty list. ``progress`` shows a tqdm bar over frames.
+    Detectors, landmarkers and embedders are given by name (see ``build_detector``,
+    ``build_landmarker``, ``build_embedder``) or as instances (``min_size`` applies to a
+    detector given by name). Only every
+    ``embed_every``-th sampled frame is embedded (the others keep ``embedding=None``; a
+    track's mean embedding skips them). A video without faces gives an empty list.
+    ``progress`` shows a tqdm bar over the sampled frames.
     """
-    from tqdm.auto import tqdm
-
-    from xmodal_diar.faces.video import video_info
-
-    info = video_info(path)
     extractor = FaceExtractor(
         detector, landmarks, embedder, min_size=min_size, keep_aligned=keep_aligned,
         detector_options=detector_options, embedder_options=embedder_options,
     )
-    total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
     detections: List[FaceDetection] = []
-    for frame, time, rgb in tqdm(iter_frames(path, fps), total=total, desc=Path(path).name, unit="frame", disable=not progress):
-        detections.extend(extractor(rgb, frame=frame, time=time))
+    for _, _, _, found in iter_frame_detections(path, fps, extractor, embed_every=embed_every, progress=progress):
+        detections.extend(found)
     return detections
+
+
+def iter_frame_detections(
+    path: Union[str, Path],
+    fps: Optional[float],
+    extractor: "FaceExtractor",
+    *,
+    embed_every: int = 1,
+    progress: bool = True,
+) -> Iterator[Tuple[int, float, np.ndarray, List[FaceDetection]]]:
+    """``(frame, time, rgb, detections)`` for each frame sampled at ``fps``, decoded once.
+
+    Only every ``embed_every``-th sampled frame is embedded (``embedding=None`` elsewhere).
+    """
+    if embed_every < 1:
+        raise ValueError(f"embed_every must be a positive number of sampled frames, got {embed_every}")
+    info = video_info(path)
+    total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
+    frames = iter_frames(path, fps)
+    for sampled, (frame, time, rgb) in enumerate(
+        tqdm(frames, total=total, desc=Path(path).name, unit="frame", disable=not progress, leave=False)
+    ):
+        yield frame, time, rgb, extractor(rgb, frame=frame, time=time, embed=sampled % embed_every == 0)
+

@@ -48,7 +48,9 @@ def as_rgb(image: np.ndarray, name: str = "image") -> np.ndarray:
     elif image.ndim == 3 and image.shape[2] == 4:
         image = image[..., :3]
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{name}: expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {image.shape}")
+        raise ValueError(
+            f"{name}: expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {image.shape}"
+        )
     return np.ascontiguousarray(image)
 
 
@@ -75,7 +77,9 @@ def _open(path: PathLike):
     try:
         container = av.open(str(path))
     except av.FFmpegError as error:  # InvalidDataError, ... : corrupt or not a media file
-        raise VideoError(f"{path}: cannot open as a video, the file is corrupt or not a media file ({error})") from error
+        raise VideoError(
+            f"{path}: cannot open as a video, the file is corrupt or not a media file ({error})"
+        ) from error
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: the file has no video stream")
@@ -106,26 +110,32 @@ def iter_frames(path: PathLike, fps: Optional[float] = 5.0) -> Iterator[Tuple[in
     """Yield ``(frame_index, time_s, rgb)`` for frames sampled at ``fps`` (None: every frame).
 
     ``rgb`` is ``(H, W, 3)`` uint8. Only sampled frames are converted to RGB, so a low
-    ``fps`` costs little more than decoding.
+    ``fps`` costs little more than decoding. A bad ``fps`` or a missing file raise at once,
+    a corrupt file when iteration starts.
     """
-    import av
-
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive or None (every frame), got {fps!r}")
-    period = None if fps is None else 1.0 / fps
+    if not Path(path).is_file():
+        raise VideoError(f"{path}: no such video file")
+    return _sampled_frames(path, None if fps is None else 1.0 / fps)
+
+
+def _sampled_frames(path: PathLike, period: Optional[float]) -> Iterator[Tuple[int, float, np.ndarray]]:
+    import av
+
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         average = float(stream.average_rate) if stream.average_rate else 25.0
+        tolerance = 0.1 / average  # a tenth of a frame: 25 fps sampled at 5 fps keeps every 5th frame
         next_time = 0.0
         try:
             for index, frame in enumerate(container.decode(stream)):
                 time = float(frame.time) if frame.time is not None else index / average
                 if period is not None:
-                    # tolerance of a tenth of a frame so 25 fps sampled at 5 fps keeps every 5th frame
-                    if time + 0.1 / average < next_time:
+                    if time + tolerance < next_time:
                         continue
-                    while next_time <= time + 0.1 / average:
+                    while next_time <= time + tolerance:
                         next_time += period
                 yield index, time, as_rgb(frame.to_ndarray(format="rgb24"), name=f"{path} frame {index}")
         except av.FFmpegError as error:

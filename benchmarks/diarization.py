@@ -1,0 +1,466 @@
+"""Diarization benchmark: DER against the anchors, real-time factor and peak memory.
+
+    python benchmarks/diarization.py [--model DIR] [--baseline DIR] [--quick]
+
+1. DER through pyannote.metrics (:mod:`xmodal_diar.eval.diarization`; collar 0 with
+   overlap scored, and collar 0.25 with overlap skipped) on the ami-debug protocol
+   ``Debug.SpeakerDiarization.Debug`` (development subset, 2 x 30 s of AMI meetings) and on
+   pyannote.audio's bundled sample (``sample.wav`` + ``sample.rttm``, 30 s, 2 speakers), for
+
+   - ``model``: :class:`~xmodal_diar.pipelines.BroadcastDiarization` loaded from ``--model``
+     (default: the embedded default, ``xmodal_diar/pretrained/default``);
+   - ``baseline``: the same pipeline loaded from ``--baseline`` (optional; a model dir
+     carries its own tuned ``config.yaml``, which is used as is);
+   - ``ge2e``: Resemblyzer's GE2E d-vectors with the SAME pipeline constructor arguments
+     and hyper-parameters as ``model`` (read from its ``config.yaml``).
+
+2. Real-time factor ``RTF = processing seconds / audio seconds`` and peak memory (the
+   ``ru_maxrss`` of a fresh child process per measurement) of ``model`` on a 5-minute and
+   a 60-minute input made by concatenating real shared audio (each AMI-debug excerpt
+   followed by 3 LibriSpeech utterances, then the remaining LibriSpeech utterances;
+   written to a temporary wav), and on the 5-minute input pyannote's stock
+   ``SpeakerDiarization`` with architecture-identical random models
+   (``benchmarks/stock_pyannote.py``; community-1's batch sizes and clustering). Both
+   pipelines get the decoded waveform (decoding is not timed); model loading is timed
+   apart. ``speed-up = stock RTF / our RTF`` on the same input in the same run (target
+   >= 20x), also given from CPU seconds, which other processes sharing the CPU disturb less.
+   ``--quick`` skips the 60-minute input and the stock pipeline.
+
+torch runs with ``torch.set_num_threads(2)`` (``--threads``) in every process: the
+reference machine has 2 cores, which other jobs may load (the load average is recorded).
+Prints tables and writes ``benchmarks/results/diarization.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable, Optional
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "diarization.json"
+PROTOCOL = "Debug.SpeakerDiarization.Debug"
+SUBSET = "development"
+LIBRI_PER_AMI = 3
+DEFAULT_THREADS = 2
+
+
+# --------------------------------------------------------------------------- helpers
+def _quiet() -> None:
+    """Silence the torchcodec import warning and pyannote's telemetry in this process."""
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def machine(threads: int) -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": threads,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def sample_paths() -> tuple[Path, Path]:
+    """pyannote.audio's bundled sample (read by path: its ``SAMPLE_FILE`` needs torchcodec)."""
+    import pyannote.audio
+
+    folder = Path(pyannote.audio.__file__).resolve().parent / "sample"
+    return folder / "sample.wav", folder / "sample.rttm"
+
+
+def read_config(model_dir: Path) -> tuple[dict, dict]:
+    """``(constructor arguments except the embedding, hyper-parameters)`` of a model dir's config.yaml."""
+    import yaml
+
+    config_path = model_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"model dir {model_dir}: no config.yaml")
+    config = yaml.safe_load(config_path.read_text())
+    kwargs = dict(config.get("pipeline", {}).get("params", {}))
+    kwargs.pop("embedding", None)
+    return kwargs, dict(config.get("params", {}))
+
+
+def resolve_model_dir(model: Optional[str], scratch: Path) -> tuple[Path, str]:
+    """The model dir to benchmark and a note on where it comes from.
+
+    Without ``--model``, the embedded default; when the package does not hold one yet, a
+    model dir exported from ``build_encoder("ge2e")`` (Resemblyzer GE2E with an identity
+    head, i.e. untrained) with the pipeline's default hyper-parameters.
+    """
+    from xmodal_diar.pipelines import DEFAULT_MODEL_DIR
+
+    if model is not None:
+        path = Path(model).expanduser().resolve()
+        if not (path / "config.yaml").is_file():
+            raise FileNotFoundError(f"--model {path}: not a model dir (no config.yaml)")
+        return path, f"--model {path}"
+    if (DEFAULT_MODEL_DIR / "config.yaml").is_file():
+        return DEFAULT_MODEL_DIR, f"embedded default {DEFAULT_MODEL_DIR}"
+    from xmodal_diar.adapters.speechbrain import export_model_dir
+    from xmodal_diar.models import build_encoder
+
+    path = export_model_dir(build_encoder("ge2e"), scratch / "ge2e-model-dir")
+    note = (
+        f"the embedded default {DEFAULT_MODEL_DIR} does not exist: a temporary model dir exported "
+        "from build_encoder('ge2e') (untrained identity head) with default pipeline hyper-parameters"
+    )
+    return path, note
+
+
+# --------------------------------------------------------------------------- DER
+def der_datasets() -> dict:
+    """``{name: (files, references, uems)}`` for ami-debug development and the pyannote sample."""
+    from pyannote.core import Segment, Timeline
+    from pyannote.database import FileFinder, registry
+
+    from xmodal_diar.audio import audio_info
+    from xmodal_diar.eval.diarization import load_rttms, protocol_references
+    from xmodal_diar.shared_data import shared_data_root
+
+    datasets = {}
+    database = shared_data_root() / "ami-debug" / "database.yml"
+    if database.is_file():
+        references, uems = protocol_references(database, PROTOCOL, SUBSET)
+        protocol = registry.get_protocol(PROTOCOL, preprocessors={"audio": FileFinder()})
+        files = [{"uri": f["uri"], "audio": str(f["audio"])} for f in getattr(protocol, SUBSET)()]
+        datasets[f"ami-debug/{SUBSET}"] = (files, references, uems)
+    else:
+        _log(f"[der] {database} is absent: ami-debug skipped")
+    wav, rttm = sample_paths()
+    duration = audio_info(wav).duration
+    datasets["pyannote-sample"] = (
+        [{"uri": "sample", "audio": str(wav)}],
+        {"sample": load_rttms(rttm)["sample"]},
+        {"sample": Timeline([Segment(0.0, duration)], uri="sample")},
+    )
+    return datasets
+
+
+def der_systems(model_dir: Path, baseline_dir: Optional[Path]) -> dict:
+    """``{name: (factory, description)}``; factories build the pipelines lazily."""
+    from xmodal_diar.models import build_encoder
+    from xmodal_diar.pipelines import BroadcastDiarization, load_pipeline
+
+    def ge2e():
+        kwargs, params = read_config(model_dir)
+        pipeline = BroadcastDiarization(embedding=build_encoder("ge2e"), **kwargs)
+        return pipeline.instantiate(params)
+
+    systems = {"model": (lambda: load_pipeline(model_dir), f"BroadcastDiarization, {model_dir}")}
+    if baseline_dir is not None:
+        systems["baseline"] = (lambda: load_pipeline(baseline_dir), f"BroadcastDiarization, {baseline_dir}")
+    systems["ge2e"] = (ge2e, f"Resemblyzer GE2E + the hyper-parameters of {model_dir / 'config.yaml'}")
+    return systems
+
+
+def run_der(model_dir: Path, baseline_dir: Optional[Path]) -> dict:
+    from xmodal_diar.eval.diarization import evaluate_diarization
+
+    datasets = der_datasets()
+    results: dict = {}
+    for system, (factory, description) in der_systems(model_dir, baseline_dir).items():
+        pipeline = factory()
+        for dataset, (files, references, uems) in datasets.items():
+            _log(f"[der] {system} on {dataset} ({len(files)} file(s)) ...")
+            start = time.perf_counter()
+            hypotheses = {f["uri"]: pipeline(dict(f)) for f in files}
+            seconds = time.perf_counter() - start
+            report = evaluate_diarization(references, hypotheses, uems)
+            total = report.total
+            row = {
+                "system": description,
+                "der_full": total["der_full"]["value"],
+                "der_forgiving": total["der_forgiving"]["value"],
+                "jer": total["jer"]["value"],
+                "false_alarm": total["der_full"]["false alarm"] / total["der_full"]["total"],
+                "missed": total["der_full"]["missed detection"] / total["der_full"]["total"],
+                "confusion": total["der_full"]["confusion"] / total["der_full"]["total"],
+                "speakers": {uri: [len(references[uri].labels()), len(hypotheses[uri].labels())] for uri in references},
+                "seconds": round(seconds, 2),
+                "per_file": {uri: {k: v["value"] for k, v in row.items()} for uri, row in report.per_file.items()},
+            }
+            results.setdefault(dataset, {})[system] = row
+            _log(f"[der]   DER {100 * row['der_full']:.2f} % (collar 0), {100 * row['der_forgiving']:.2f} % (collar 0.25, no overlap)")
+    return results
+
+
+def format_der(results: dict) -> str:
+    lines = [
+        f"{'dataset':<24} {'system':<9} {'DER%':>7} {'DER%(c.25,no-ovl)':>18} {'FA%':>6} {'Miss%':>6} {'Conf%':>6} {'JER%':>6}  speakers ref/hyp"
+    ]
+    for dataset, systems in results.items():
+        for name, r in systems.items():
+            speakers = " ".join(f"{a}/{b}" for a, b in r["speakers"].values())
+            lines.append(
+                f"{dataset:<24} {name:<9} {100 * r['der_full']:7.2f} {100 * r['der_forgiving']:18.2f} "
+                f"{100 * r['false_alarm']:6.2f} {100 * r['missed']:6.2f} {100 * r['confusion']:6.2f} {100 * r['jer']:6.2f}  {speakers}"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- long inputs
+def long_input_sources() -> list[Path]:
+    """Real shared audio in concatenation order: each AMI-debug excerpt followed by
+    :data:`LIBRI_PER_AMI` LibriSpeech utterances, then the remaining utterances."""
+    from xmodal_diar.shared_data import shared_data_root
+
+    root = shared_data_root()
+    ami = [p for p in sorted((root / "ami-debug").glob("*.wav")) if p.stem != "empty"]
+    libri = sorted((root / "librispeech" / "train-clean-100-1utt").glob("*.flac"))
+    libri += sorted((root / "librispeech" / "test-other-10x10").glob("*/*.flac"))
+    if not ami or not libri:
+        raise FileNotFoundError(f"{root}: the ami-debug wavs and librispeech flacs are needed for the long inputs")
+    order = []
+    for i, excerpt in enumerate(ami):
+        order.append(excerpt)
+        order.extend(libri[i * LIBRI_PER_AMI : (i + 1) * LIBRI_PER_AMI])
+    order.extend(libri[len(ami) * LIBRI_PER_AMI :])
+    return order
+
+
+def make_long_input(minutes: float, path: Path) -> dict:
+    """Write a ``minutes``-long 16 kHz wav of concatenated real audio (cycling if needed)."""
+    import numpy as np
+    import soundfile as sf
+
+    from xmodal_diar.audio import SAMPLE_RATE, load_audio
+
+    target = int(round(minutes * 60 * SAMPLE_RATE))
+    sources = long_input_sources()
+    pieces, n, used, k = [], 0, [], 0
+    while n < target:
+        source = sources[k % len(sources)]
+        audio = load_audio(source).numpy()[: target - n]
+        pieces.append(audio)
+        used.append(source.name)
+        n += len(audio)
+        k += 1
+    sf.write(path, np.concatenate(pieces), SAMPLE_RATE, subtype="FLOAT")
+    n_ami = sum(name.endswith(".wav") for name in used)
+    return {
+        "minutes": minutes,
+        "seconds": target / SAMPLE_RATE,
+        "pieces": len(used),
+        "ami_excerpts": n_ami,
+        "librispeech_utterances": len(used) - n_ami,
+        "repeated_sources": k > len(sources),
+    }
+
+
+# --------------------------------------------------------------------------- speed
+class StepTimer:
+    """A pyannote hook: records when each step last reported and prints coarse progress."""
+
+    def __init__(self, label: str, echo: Callable[[str], None] = _log):
+        self.label, self.echo = label, echo
+        self.start = time.perf_counter()
+        self.ends: dict = {}
+        self._reported: dict = {}
+
+    def __call__(self, step, artefact, file=None, total=None, completed=None):
+        now = time.perf_counter()
+        self.ends[step] = now
+        if total:
+            quarter = int(4 * completed / total)
+            if quarter > self._reported.get(step, -1):
+                self._reported[step] = quarter
+                self.echo(f"[speed]   {self.label}: {step} {completed}/{total} ({now - self.start:.0f} s)")
+        elif step not in self._reported:
+            self._reported[step] = 4
+            self.echo(f"[speed]   {self.label}: {step} done ({now - self.start:.0f} s)")
+
+    def durations(self) -> dict:
+        """Seconds per step: from the previous step's last report to this step's."""
+        out, previous = {}, self.start
+        for step, end in sorted(self.ends.items(), key=lambda item: item[1]):
+            out[step] = round(end - previous, 2)
+            previous = end
+        return out
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def measure(system: str, wav: str, model_dir: str, threads: int, label: str) -> dict:
+    """In a fresh process: load ``system``, diarize ``wav`` once, time it and read peak memory."""
+    _quiet()
+    import soundfile as sf
+    import torch
+
+    torch.set_num_threads(threads)
+    data, sample_rate = sf.read(wav, dtype="float32")
+    file = {"waveform": torch.from_numpy(data)[None], "sample_rate": sample_rate, "uri": Path(wav).stem}
+    duration = len(data) / sample_rate
+    rss_input = _peak_rss_mb()
+
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        if system == "ours":
+            from xmodal_diar.pipelines import load_pipeline
+
+            pipeline = load_pipeline(model_dir)
+        elif system == "stock":
+            sys.path.insert(0, str(HERE))
+            from stock_pyannote import stock_pipeline
+
+            pipeline = stock_pipeline(scratch)
+        else:
+            raise ValueError(f"system: expected 'ours' or 'stock', got {system!r}")
+        load_seconds = time.perf_counter() - start
+        rss_loaded = _peak_rss_mb()
+
+        timer = StepTimer(label)
+        wall, cpu = time.perf_counter(), time.process_time()
+        output = pipeline(file, hook=timer)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    annotation = getattr(output, "speaker_diarization", output)
+    return {
+        "system": system,
+        "input_seconds": round(duration, 2),
+        "torch_threads": torch.get_num_threads(),
+        "load_seconds": round(load_seconds, 2),
+        "wall_seconds": round(wall, 2),
+        "cpu_seconds": round(cpu, 2),
+        "rtf": round(wall / duration, 4),
+        "cpu_rtf": round(cpu / duration, 4),
+        "x_real_time": round(duration / wall, 1),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "rss_after_input_mb": round(rss_input, 1),
+        "rss_after_loading_mb": round(rss_loaded, 1),
+        "steps_seconds": timer.durations(),
+        "speakers": len(annotation.labels()),
+        "speech_seconds": round(annotation.get_timeline().support().duration(), 1),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def run_in_child(system: str, wav: Path, model_dir: Path, threads: int, label: str) -> dict:
+    """One measurement in a fresh (spawned) process, so ``ru_maxrss`` is its own peak."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(measure, system, str(wav), str(model_dir), threads, label).result()
+
+
+def run_speed(model_dir: Path, quick: bool, threads: int, scratch: Path) -> dict:
+    inputs = [5.0] if quick else [5.0, 60.0]
+    results: dict = {"inputs": {}, "measurements": []}
+    for minutes in inputs:
+        wav = scratch / f"concat-{minutes:g}min.wav"
+        _log(f"[speed] writing the {minutes:g}-minute input ...")
+        results["inputs"][f"{minutes:g}min"] = make_long_input(minutes, wav)
+        systems = ["ours"] + (["stock"] if minutes == 5.0 and not quick else [])
+        for system in systems:
+            label = f"{system} {minutes:g} min"
+            _log(f"[speed] {label} (fresh process, {threads} torch threads) ...")
+            row = run_in_child(system, wav, model_dir, threads, label)
+            row["input"] = f"{minutes:g}min"
+            results["measurements"].append(row)
+            _log(
+                f"[speed]   RTF {row['rtf']:.4f} ({row['x_real_time']:.1f}x real time), CPU RTF {row['cpu_rtf']:.4f}, "
+                f"peak RSS {row['peak_rss_mb']:.0f} MB"
+            )
+        wav.unlink()
+    by = {(m["system"], m["input"]): m for m in results["measurements"]}
+    if ("stock", "5min") in by:
+        ours, stock = by[("ours", "5min")], by[("stock", "5min")]
+        steps = stock["steps_seconds"]
+        results["speedup_vs_stock_5min"] = {
+            "wall": round(stock["rtf"] / ours["rtf"], 1),
+            "cpu": round(stock["cpu_rtf"] / ours["cpu_rtf"], 1),
+            "target": 20.0,
+            "stock_embedding_share": round(steps.get("embeddings", 0.0) / max(stock["wall_seconds"], 1e-9), 3),
+        }
+    return results
+
+
+def format_speed(results: dict) -> str:
+    lines = [
+        f"{'system':<7} {'input':>6} {'load s':>7} {'wall s':>8} {'CPU s':>8} {'RTF':>8} {'CPU RTF':>8} {'x RT':>7} {'peak MB':>8}  steps (s)"
+    ]
+    for m in results["measurements"]:
+        steps = ", ".join(f"{k} {v:g}" for k, v in m["steps_seconds"].items())
+        lines.append(
+            f"{m['system']:<7} {m['input']:>6} {m['load_seconds']:7.1f} {m['wall_seconds']:8.1f} {m['cpu_seconds']:8.1f} "
+            f"{m['rtf']:8.4f} {m['cpu_rtf']:8.4f} {m['x_real_time']:7.1f} {m['peak_rss_mb']:8.0f}  {steps}"
+        )
+    speedup = results.get("speedup_vs_stock_5min")
+    if speedup:
+        lines.append(
+            f"speed-up vs stock SpeakerDiarization on 5 min: {speedup['wall']:.1f}x (wall), {speedup['cpu']:.1f}x (CPU); "
+            f"target >= {speedup['target']:.0f}x; stock embedding step = {100 * speedup['stock_embedding_share']:.0f} % of its time"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: Optional[list] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="model dir to benchmark (default: the embedded default)")
+    parser.add_argument("--baseline", default=None, help="model dir of the no-face baseline encoder (optional)")
+    parser.add_argument("--quick", action="store_true", help="skip the 60-minute input and the stock pipeline")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads (default: 2)")
+    parser.add_argument("--skip-der", action="store_true", help="speed and memory only")
+    parser.add_argument("--skip-speed", action="store_true", help="DER only")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default: {RESULTS})")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    if args.baseline is not None and not (Path(args.baseline) / "config.yaml").is_file():
+        parser.error(f"--baseline {args.baseline}: not a model dir (no config.yaml)")
+
+    _quiet()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    _log(f"[setup] torch.set_num_threads({args.threads}); {os.cpu_count()} CPU(s); load average {os.getloadavg()}")
+    results: dict = {
+        "command": "python benchmarks/diarization.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(args.threads),
+        "quick": args.quick,
+    }
+    with tempfile.TemporaryDirectory(prefix="xmodal-bench-") as scratch:
+        scratch = Path(scratch)
+        model_dir, note = resolve_model_dir(args.model, scratch)
+        baseline_dir = Path(args.baseline).resolve() if args.baseline else None
+        _log(f"[setup] model: {note}")
+        results["models"] = {"model": str(model_dir), "model_note": note, "baseline": str(baseline_dir) if baseline_dir else None}
+        results["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
+        if not args.skip_der:
+            results["der"] = run_der(model_dir, baseline_dir)
+            _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(results["der"]) + "\n")
+        if not args.skip_speed:
+            results["speed"] = run_speed(model_dir, args.quick, args.threads, scratch)
+            _log("\nSpeed and memory (RTF = processing s / audio s; peak = ru_maxrss of a fresh process)\n" + format_speed(results["speed"]))
+    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _log(f"\nwrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
