@@ -185,3 +185,16 @@ def _face_cache() -> Path:
     import os
 
     return Path(os.environ.get("XMODAL_CACHE", Path.home() / ".cache" / "xmodal-diar")) / "face_tracks"
+
+
+def test_pyannote_database_protocol(tmp_path, ami_debug):
+    from xmodal_diar.training.manifests import prepare_protocol
+
+    written = prepare_protocol("Debug.SpeakerDiarization.Debug", tmp_path, subsets=["train", "development"],
+                               database_yml=ami_debug / "database.yml")
+    train = read_manifest(written["train"])
+    assert Path(train[0]["wav"]).name == "trn00.wav"
+    assert all(r["stop"] - r["start"] <= 3.0 * 16000 + 1 for r in train)
+    assert min(Counter(r["spk_id"] for r in train).values()) >= 2
+    with pytest.raises(ManifestError, match="No.Such.Protocol.*not found"):
+        prepare_protocol("No.Such.Protocol", tmp_path)
