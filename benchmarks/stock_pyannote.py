@@ -19,8 +19,11 @@ weights, saves them as pyannote checkpoints, and writes PLDA files of valid shap
   ``B = (trᵀ diag(1/psi) tr)⁻¹`` is positive definite, as ``eigh(B, W)`` needs.
 
 Random weights make the outputs meaningless but the computation identical, which is what
-timing needs. The stock pipeline stops early when its segmentation never sees a speaker;
-``speech_bias`` lowers the logit of the powerset's empty class so that every step runs.
+timing needs. The stock pipeline stops early when its segmentation never sees a speaker,
+and its VBx clustering only clusters (chunk, speaker) pairs with at least 20 % of frames
+where that speaker speaks alone; ``speech_bias`` lowers the logits of the powerset's
+empty and two-speaker classes, so that the random model mostly outputs one speaker per
+frame (as real speech mostly is) and every step runs, VBx with the PLDA included.
 """
 
 from __future__ import annotations
@@ -87,17 +90,21 @@ def segmentation_specifications(
 def build_segmentation_model(seed: int = 0, speech_bias: float = 5.0):
     """Random-weight ``PyanNet`` with segmentation-3.0's architecture and powerset output.
 
-    ``speech_bias`` is subtracted from the classifier bias of the empty (non-speech)
-    powerset class, so the random model detects speakers (0 keeps the raw random model).
+    ``speech_bias`` is subtracted from the classifier bias of the powerset classes other
+    than the single speakers (no speaker, and pairs), see the module docstring
+    (0 keeps the raw random model).
     """
     from pyannote.audio.models.segmentation import PyanNet
+    from pyannote.audio.utils.powerset import Powerset
 
     torch.manual_seed(seed)
     model = PyanNet(**SEGMENTATION_HPARAMS)
     model.specifications = segmentation_specifications()
     model.setup()  # build(): classifier (128 -> 7 powerset classes) and log-softmax
+    powerset = Powerset(MAX_SPEAKERS_PER_CHUNK, MAX_SPEAKERS_PER_FRAME)
+    not_single = powerset.mapping.sum(dim=1) != 1  # rows: {}, {1}, {2}, {3}, {1,2}, {1,3}, {2,3}
     with torch.no_grad():
-        model.classifier.bias[0] -= speech_bias  # powerset class 0 is "no speaker"
+        model.classifier.bias[not_single] -= speech_bias
     return model.eval()
 
 

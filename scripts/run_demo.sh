@@ -5,7 +5,8 @@
 # Extra arguments go to `xmodal-diar diarize` (e.g. another file: `bash scripts/run_demo.sh my.mp4`).
 source "$(dirname "$0")/env.sh"
 cd "$XMODAL_ROOT"
-sample_dir="$(python -c 'import os, pyannote.audio.sample as s; print(os.path.dirname(s.__file__))')"
+# (importing pyannote.audio.sample decodes the file with torchcodec: only locate it)
+sample_dir="$(python -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("pyannote.audio").origin), "sample"))')"
 if [ "$#" -gt 0 ]; then
     exec xmodal-diar diarize "$@" --out output --plot
 fi
