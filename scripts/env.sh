@@ -6,6 +6,19 @@ set -euo pipefail
 XMODAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 _req_hash="$(sha256sum "$XMODAL_ROOT/requirements.txt" | cut -c1-12)"
 XMODAL_VENV="${XMODAL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/xmodal-diar/venv-$_req_hash}"
+# FFmpeg's shared libraries: xmodal_diar itself decodes with PyAV (its wheel carries
+# FFmpeg), but pyannote.audio 4 decodes files through torchcodec, which needs the system
+# libraries (FFmpeg 4 to 7). Installed from Debian when we can (root + apt, ~20 s);
+# otherwise pyannote's own file decoding stays unavailable and it says so on import.
+if ! ldconfig -p 2>/dev/null | grep -q 'libavutil\.so\.5[6-9]'; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[xmodal-diar] installing FFmpeg libraries (apt-get install ffmpeg) for torchcodec" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; } >/dev/null 2>&1 \
+            || echo "[xmodal-diar] could not install FFmpeg; pyannote's built-in file decoding will be unavailable (xmodal_diar uses PyAV)" >&2
+    else
+        echo "[xmodal-diar] FFmpeg libraries not found (install 'ffmpeg' for pyannote's built-in file decoding; xmodal_diar uses PyAV)" >&2
+    fi
+fi
 if [ ! -f "$XMODAL_VENV/.complete" ]; then
     echo "[xmodal-diar] building virtual environment in $XMODAL_VENV (first run only)" >&2
     rm -rf "$XMODAL_VENV"

@@ -83,7 +83,7 @@ def test_ami_debug_num_speakers_is_honoured(pipeline, ami_debug):
     assert len(bounded.labels()) == 1
 
 
-def test_silence_gives_an_empty_annotation_and_says_so(pipeline, ami_debug):
+def test_non_speech_gives_an_empty_annotation_and_says_so(pipeline, ami_debug):
     with pytest.warns(UserWarning, match="no speech"):
         diarization = pipeline(str(ami_debug / "empty.wav"))
     assert isinstance(diarization, Annotation) and len(diarization) == 0 and diarization.uri == "empty"

@@ -14,12 +14,15 @@ Accepted sources
 Stereo is down-mixed (channel mean), other rates are resampled with
 :func:`torchaudio.functional.resample`. Every failure raises :class:`AudioError` naming
 the source and the problem: missing, unreadable or truncated file, no audio stream,
-zero-length audio, NaN or infinite samples.
+zero-length audio, NaN or infinite samples. Audio that decodes but is mostly at full
+scale (clipped, or not audio at all) loads as it is, with an :class:`AudioWarning`, since
+anything computed on it is unreliable.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Union
@@ -37,6 +40,16 @@ AudioSource = Union[str, Path, Mapping, torch.Tensor, np.ndarray]
 
 class AudioError(ValueError):
     """An audio input that cannot be turned into a usable waveform."""
+
+
+class AudioWarning(UserWarning):
+    """An audio input that loads but whose content is suspect (e.g. heavily clipped)."""
+
+
+#: Fraction of samples at full scale (|x| >= :data:`FULL_SCALE`) above which a source is
+#: reported as clipped. Real speech, even loud, stays well below 1 %.
+CLIPPED_FRACTION = 0.01
+FULL_SCALE = 1.0 - 1.0 / 32768
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,14 @@ def _finalise(waveform: torch.Tensor, sr: int, sample_rate: int, name: str) -> t
     if not torch.isfinite(waveform).all():
         bad = int((~torch.isfinite(waveform)).sum())
         raise AudioError(f"{name}: {bad} NaN or infinite samples")
+    clipped = float((waveform.abs() >= FULL_SCALE).float().mean())
+    if clipped > CLIPPED_FRACTION:
+        warnings.warn(
+            f"{name}: {100 * clipped:.1f} % of samples are at full scale (clipped audio, or "
+            "not audio at all); results computed on it are unreliable",
+            AudioWarning,
+            stacklevel=3,
+        )
     mono = waveform.float().mean(dim=0)
     if sr != sample_rate:
         mono = AF.resample(mono, sr, sample_rate)

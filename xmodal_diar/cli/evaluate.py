@@ -101,8 +101,9 @@ def _embed(args) -> tuple[dict, list, object]:
     return buckets, utterances, embedder
 
 
-def _header(task: str, args, embedder, utterances) -> dict:
-    return {
+def _header(task: str, args, embedder, utterances, method: str) -> dict:
+    """The report's provenance fields, also printed as the preamble of the table."""
+    report = {
         "task": task,
         "model": embedder.name,
         "data": str(args.data.resolve()),
@@ -112,6 +113,10 @@ def _header(task: str, args, embedder, utterances) -> dict:
         "bootstrap": {"unit": "speaker", "n_resamples": args.bootstrap, "confidence": 0.95},
         "crop": "one crop from the middle of each utterance; shorter utterances skipped",
     }
+    print(f"model: {embedder.name}\ndata: {report['data']} ({report['n_utterances']} utterances, "
+          f"{report['n_speakers']} speakers)\n{method}; "
+          f"95 % CI: {args.bootstrap} bootstrap resamples over speakers, seed {args.seed}")
+    return report
 
 
 def _ci(fig: dict, scale: float = 100.0) -> str:
@@ -135,14 +140,12 @@ def _verification(args) -> int:
         cohort_utts = list_utterances(args.cohort)
         cohort = embed_by_duration(load_waveforms(cohort_utts), embedder, [b.duration for b in buckets.values()])
     labels = np.array([u.speaker for u in utterances])
-    report = _header("verification", args, embedder, utterances)
-    report["trials"] = "all pairs" if args.trials_per_speaker is None else (
+    trials = "all pairs" if args.trials_per_speaker is None else (
         f"{args.trials_per_speaker} target + {args.trials_per_speaker} non-target per speaker (seed {args.seed})")
+    report = _header("verification", args, embedder, utterances, f"trials: {trials}, cosine scoring")
+    report["trials"] = trials
     report["results"] = {}
     curves = {}
-    print(f"model: {embedder.name}\ndata: {report['data']} ({report['n_utterances']} utterances, "
-          f"{report['n_speakers']} speakers)\ntrials: {report['trials']}, cosine scoring; "
-          f"95 % CI: {args.bootstrap} bootstrap resamples over speakers, seed {args.seed}")
     print(f"{'duration':>9} {'utts':>5} {'skip':>5} {'trials':>7} {'target':>6}  "
           f"{'EER % [95% CI]':>22}  {'minDCF0.01':>10} {'minDCF0.05':>10}")
     for name, b in buckets.items():
@@ -178,13 +181,11 @@ def _clustering(args) -> int:
 
     buckets, utterances, embedder = _embed(args)
     labels = np.array([u.speaker for u in utterances])
-    report = _header("clustering", args, embedder, utterances)
-    report["linkage"] = f"{args.linkage} (scipy.cluster.hierarchy), cosine"
+    linkage = f"{args.linkage} (scipy.cluster.hierarchy), cosine"
+    report = _header("clustering", args, embedder, utterances, f"clustering: {linkage}, threshold swept")
+    report["linkage"] = linkage
     report["results"] = {}
     curves = {}
-    print(f"model: {embedder.name}\ndata: {report['data']} ({report['n_utterances']} utterances, "
-          f"{report['n_speakers']} speakers)\nclustering: {report['linkage']}, threshold swept; "
-          f"95 % CI: {args.bootstrap} bootstrap resamples over speakers, seed {args.seed}")
     print(f"{'duration':>9} {'turns':>5} {'skip':>5} {'clusters':>8}  {'purity % [95% CI]':>22} "
           f"{'coverage % [95% CI]':>22}  {'oracle pur/cov %':>16}")
     for name, b in buckets.items():

@@ -25,26 +25,14 @@ import numpy as np
 import sklearn.metrics
 
 from xmodal_diar.eval.bootstrap import ItemSpeakers, speaker_bootstrap
-from xmodal_diar.eval.verification import equal_error_rate
+from xmodal_diar.eval.verification import equal_error_rate, normalise_rows
 
 MATCHING_SIZES = tuple(range(2, 11))
 
 
-def _unit(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"{name}: expected (N >= 1, D) embeddings, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}: NaN or infinite values")
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norm == 0).any():
-        raise ValueError(f"{name}: {int((norm == 0).sum())} all-zero embeddings")
-    return x / norm
-
-
 def cosine_matrix(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """``(Q, G)`` cosine similarities."""
-    q, g = _unit(queries, "queries"), _unit(gallery, "gallery")
+    q, g = normalise_rows(queries, "queries"), normalise_rows(gallery, "gallery")
     if q.shape[1] != g.shape[1]:
         raise ValueError(
             f"queries ({q.shape[1]}-D) and gallery ({g.shape[1]}-D) are not in the same space: "

@@ -97,10 +97,11 @@ def balanced_trials(labels: Sequence, per_speaker: int, seed: int = 0) -> Trials
     return Trials(enrol, test, labels[enrol] == labels[test])
 
 
-def _normalise(x: np.ndarray, name: str) -> np.ndarray:
+def normalise_rows(x: np.ndarray, name: str) -> np.ndarray:
+    """Rows of ``x`` scaled to unit L2 norm (float64), with a clear error for what cosine cannot score."""
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"{name}: expected (N, D) embeddings, got shape {x.shape}")
+    if x.ndim != 2 or len(x) == 0:
+        raise ValueError(f"{name}: expected (N >= 1, D) embeddings, got shape {x.shape}")
     if not np.isfinite(x).all():
         raise ValueError(f"{name}: {int((~np.isfinite(x)).sum())} NaN or infinite values")
     norm = np.linalg.norm(x, axis=1, keepdims=True)
@@ -111,7 +112,7 @@ def _normalise(x: np.ndarray, name: str) -> np.ndarray:
 
 def cosine_scores(embeddings: np.ndarray, trials: Trials) -> np.ndarray:
     """``cos(x_enrol, x_test)`` for every trial."""
-    x = _normalise(embeddings, "embeddings")
+    x = normalise_rows(embeddings, "embeddings")
     return np.einsum("kd,kd->k", x[trials.enrol], x[trials.test])
 
 
@@ -124,8 +125,8 @@ def as_norm(
     the ``top_k`` highest cosine scores of the enrol embedding against the ``cohort``
     (impostor embeddings, disjoint from the test speakers), likewise for the test side.
     """
-    x = _normalise(embeddings, "embeddings")
-    c = _normalise(cohort, "cohort")
+    x = normalise_rows(embeddings, "embeddings")
+    c = normalise_rows(cohort, "cohort")
     if c.shape[1] != x.shape[1]:
         raise ValueError(f"cohort: dimension {c.shape[1]} differs from the embeddings' {x.shape[1]}")
     k = min(top_k, len(c))
