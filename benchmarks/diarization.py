@@ -1,6 +1,6 @@
 """Diarization benchmark: DER against the anchors, real-time factor and peak memory.
 
-    python benchmarks/diarization.py [--model DIR] [--baseline DIR] [--quick]
+    python benchmarks/diarization.py [--model DIR] [--compare NAME=DIR ...] [--minutes 5 60 180] [--quick]
 
 1. DER through pyannote.metrics (:mod:`xmodal_diar.eval.diarization`; collar 0 with
    overlap scored, and collar 0.25 with overlap skipped) on the ami-debug protocol
@@ -9,10 +9,10 @@
 
    - ``model``: :class:`~xmodal_diar.pipelines.BroadcastDiarization` loaded from ``--model``
      (default: the embedded default, ``xmodal_diar/pretrained/default``);
-   - ``baseline``: the same pipeline loaded from ``--baseline`` (optional; a model dir
-     carries its own tuned ``config.yaml``, which is used as is);
-   - ``ge2e``: Resemblyzer's GE2E d-vectors with the SAME pipeline constructor arguments
-     and hyper-parameters as ``model`` (read from its ``config.yaml``).
+   - ``--compare NAME=DIR`` (repeatable, optional): the encoder of another model dir
+     (its ``pytorch_model.bin``, e.g. the same encoder trained with a face term) in the
+     SAME pipeline, with the constructor arguments and hyper-parameters of ``model``;
+   - ``ge2e``: Resemblyzer's GE2E d-vectors (untrained identity head) in that same pipeline.
 
 2. Real-time factor ``RTF = processing seconds / audio seconds`` and peak memory (the
    ``ru_maxrss`` of a fresh child process per measurement) of ``model`` on a 5-minute and
@@ -26,7 +26,7 @@
    >= 20x), also given from CPU seconds. Our pipeline runs ``--repeats`` times in its
    process: the first run (cold: first calls included) gives ``rtf``, the median of the
    others ``rtf_warm``; the stock pipeline (about 20 minutes) runs once.
-   ``--quick`` skips the 60-minute input and the stock pipeline.
+   ``--quick`` keeps only the 5-minute input and skips the stock pipeline.
 
 torch runs with ``torch.set_num_threads(2)`` (``--threads``) in every process: the
 reference machine has 2 cores, which other jobs may load (the load average is recorded).
@@ -162,29 +162,30 @@ def der_datasets() -> dict:
     return datasets
 
 
-def der_systems(model_dir: Path, baseline_dir: Optional[Path]) -> dict:
-    """``{name: (factory, description)}``; factories build the pipelines lazily."""
+def der_systems(model_dir: Path, compare: dict) -> dict:
+    """``{name: (factory, description)}``; factories build the pipelines lazily, every one
+    with the constructor arguments and hyper-parameters of ``model_dir/config.yaml``."""
     from xmodal_diar.models import build_encoder
     from xmodal_diar.pipelines import BroadcastDiarization, load_pipeline
 
-    def ge2e():
+    def same_pipeline(embedding):
         kwargs, params = read_config(model_dir)
-        pipeline = BroadcastDiarization(embedding=build_encoder("ge2e"), **kwargs)
-        return pipeline.instantiate(params)
+        return lambda: BroadcastDiarization(embedding=embedding(), **kwargs).instantiate(params)
 
     systems = {"model": (lambda: load_pipeline(model_dir), f"BroadcastDiarization, {model_dir}")}
-    if baseline_dir is not None:
-        systems["baseline"] = (lambda: load_pipeline(baseline_dir), f"BroadcastDiarization, {baseline_dir}")
-    systems["ge2e"] = (ge2e, f"Resemblyzer GE2E + the hyper-parameters of {model_dir / 'config.yaml'}")
+    for name, other in compare.items():
+        checkpoint = other / "pytorch_model.bin"
+        systems[name] = (same_pipeline(lambda c=checkpoint: str(c)), f"encoder {checkpoint} + the pipeline of {model_dir}")
+    systems["ge2e"] = (same_pipeline(lambda: build_encoder("ge2e")), f"Resemblyzer GE2E + the pipeline of {model_dir}")
     return systems
 
 
-def run_der(model_dir: Path, baseline_dir: Optional[Path]) -> dict:
+def run_der(model_dir: Path, compare: dict) -> dict:
     from xmodal_diar.eval.diarization import evaluate_diarization
 
     datasets = der_datasets()
     results: dict = {}
-    for system, (factory, description) in der_systems(model_dir, baseline_dir).items():
+    for system, (factory, description) in der_systems(model_dir, compare).items():
         pipeline = factory()
         for dataset, (files, references, uems) in datasets.items():
             _log(f"[der] {system} on {dataset} ({len(files)} file(s)) ...")
@@ -212,13 +213,13 @@ def run_der(model_dir: Path, baseline_dir: Optional[Path]) -> dict:
 
 def format_der(results: dict) -> str:
     lines = [
-        f"{'dataset':<24} {'system':<9} {'DER%':>7} {'DER%(c.25,no-ovl)':>18} {'FA%':>6} {'Miss%':>6} {'Conf%':>6} {'JER%':>6}  speakers ref/hyp"
+        f"{'dataset':<24} {'system':<12} {'DER%':>7} {'DER%(c.25,no-ovl)':>18} {'FA%':>6} {'Miss%':>6} {'Conf%':>6} {'JER%':>6}  speakers ref/hyp"
     ]
     for dataset, systems in results.items():
         for name, r in systems.items():
             speakers = " ".join(f"{a}/{b}" for a, b in r["speakers"].values())
             lines.append(
-                f"{dataset:<24} {name:<9} {100 * r['der_full']:7.2f} {100 * r['der_forgiving']:18.2f} "
+                f"{dataset:<24} {name:<12} {100 * r['der_full']:7.2f} {100 * r['der_forgiving']:18.2f} "
                 f"{100 * r['false_alarm']:6.2f} {100 * r['missed']:6.2f} {100 * r['confusion']:6.2f} {100 * r['jer']:6.2f}  {speakers}"
             )
     return "\n".join(lines)
@@ -381,14 +382,13 @@ def run_in_child(system: str, wav: Path, model_dir: Path, threads: int, label: s
         return pool.submit(measure, system, str(wav), str(model_dir), threads, label, repeats).result()
 
 
-def run_speed(model_dir: Path, quick: bool, threads: int, scratch: Path, repeats: int = 3) -> dict:
-    inputs = [5.0] if quick else [5.0, 60.0]
+def run_speed(model_dir: Path, inputs: list, threads: int, scratch: Path, repeats: int = 3, stock: bool = True) -> dict:
     results: dict = {"inputs": {}, "measurements": []}
     for minutes in inputs:
         wav = scratch / f"concat-{minutes:g}min.wav"
         _log(f"[speed] writing the {minutes:g}-minute input ...")
         results["inputs"][f"{minutes:g}min"] = make_long_input(minutes, wav)
-        systems = ["ours"] + (["stock"] if minutes == 5.0 and not quick else [])
+        systems = ["ours"] + (["stock"] if minutes == 5.0 and stock else [])
         for system in systems:
             label = f"{system} {minutes:g} min"
             _log(f"[speed] {label} (fresh process, {threads} torch threads) ...")
@@ -440,8 +440,12 @@ def format_speed(results: dict) -> str:
 def main(argv: Optional[list] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model dir to benchmark (default: the embedded default)")
-    parser.add_argument("--baseline", default=None, help="model dir of the no-face baseline encoder (optional)")
-    parser.add_argument("--quick", action="store_true", help="skip the 60-minute input and the stock pipeline")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="NAME=DIR",
+                        help="other model dirs whose encoder runs in the same pipeline (DER only)")
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 60.0, 180.0],
+                        help="lengths of the speed/memory inputs in minutes (default: 5 60 180; the stock "
+                        "pipeline runs on the 5-minute one)")
+    parser.add_argument("--quick", action="store_true", help="only the 5-minute input, without the stock pipeline")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="torch threads (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of our pipeline per input: the first is 'cold' (default: 3)")
     parser.add_argument("--skip-der", action="store_true", help="speed and memory only")
@@ -450,8 +454,12 @@ def main(argv: Optional[list] = None) -> dict:
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:
         parser.error(f"--threads and --repeats must be >= 1, got {args.threads} and {args.repeats}")
-    if args.baseline is not None and not (Path(args.baseline) / "config.yaml").is_file():
-        parser.error(f"--baseline {args.baseline}: not a model dir (no config.yaml)")
+    compare = {}
+    for item in args.compare:
+        name, _, folder = item.partition("=")
+        if not folder or not (Path(folder) / "pytorch_model.bin").is_file():
+            parser.error(f"--compare {item}: expected NAME=DIR with DIR/pytorch_model.bin")
+        compare[name] = Path(folder).resolve()
 
     _quiet()
     import torch
@@ -466,15 +474,16 @@ def main(argv: Optional[list] = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="xmodal-bench-") as scratch:
         scratch = Path(scratch)
         model_dir, note = resolve_model_dir(args.model, scratch)
-        baseline_dir = Path(args.baseline).resolve() if args.baseline else None
         _log(f"[setup] model: {note}")
-        results["models"] = {"model": str(model_dir), "model_note": note, "baseline": str(baseline_dir) if baseline_dir else None}
+        results["models"] = {"model": str(model_dir), "model_note": note, "compare": {k: str(v) for k, v in compare.items()}}
         results["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
         if not args.skip_der:
-            results["der"] = run_der(model_dir, baseline_dir)
+            results["der"] = run_der(model_dir, compare)
             _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(results["der"]) + "\n")
         if not args.skip_speed:
-            results["speed"] = run_speed(model_dir, args.quick, args.threads, scratch, args.repeats)
+            results["speed"] = run_speed(
+                model_dir, [5.0] if args.quick else args.minutes, args.threads, scratch, args.repeats, stock=not args.quick
+            )
             _log("\nSpeed and memory (RTF = processing s / audio s; peak = ru_maxrss of a fresh process)\n" + format_speed(results["speed"]))
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
