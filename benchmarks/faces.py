@@ -1,12 +1,16 @@
 """Speed and memory of the face pipeline on the talking-head clips, per detector backend.
 
-    python benchmarks/faces.py [--backends blazeface dlib-hog dlib-cnn] [--every-frame-clips 2] [--threads 1]
+    python benchmarks/faces.py [--backends blazeface dlib-hog dlib-cnn] [--embed-every 3 1] [--embed-workers 0 1]
+                               [--every-frame-clips 2] [--threads 1]
 
 For each detector (with dlib 5-point landmarks and dlib's 128-D embedder, the offline
 default) and each sampling (5 fps, and every frame), it runs
 :func:`xmodal_diar.faces.extract_face_tracks` (decode + detect + landmarks + align +
 embed + quality + shot cuts + tracking) in a fresh process and measures:
 
+- with ``--embed-workers 1`` the dlib embedder runs in a second process
+  (:class:`~xmodal_diar.faces.FaceExtractor`'s ``embed_workers``), overlapping with
+  decoding and detection on the second core; CPU seconds are then the main process's only;
 - frames per second (sampled frames processed / wall-clock seconds) and the CPU seconds
   per frame of the process (less sensitive to other jobs sharing the CPU);
 - the real-time factor ``RTF = processing seconds / video seconds`` and its inverse,
@@ -21,6 +25,7 @@ Prints a table and writes ``benchmarks/results/faces.json``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -35,7 +40,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "faces.json"
 DEFAULT_BACKENDS = ("blazeface", "dlib-hog", "dlib-cnn")
 
 
-def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int, embed_every: int) -> dict:
+def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int, embed_every: int, embed_workers: int) -> dict:
     """Run in a fresh process: extract the clips' face tracks and time them."""
     import tracemalloc
 
@@ -45,9 +50,11 @@ def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int
     from xmodal_diar.faces.video import iter_frames
 
     torch.set_num_threads(threads)
-    extractor = FaceExtractor(detector, keep_aligned=False)
+    extractor = FaceExtractor(detector, keep_aligned=False, embed_workers=embed_workers)
     warm = next(iter_frames(clips[0], 1.0))[2]
     extractor(warm)  # model loading and first-call costs are not throughput
+    if embed_workers:
+        extractor.embed_later(extractor.detect_and_align(warm)[1]).result()  # start the worker process
     frames = sum(1 for clip in clips for _ in iter_frames(clip, fps))  # sampled frames, counted before timing
     faces = tracks = 0
     duration = 0.0
@@ -59,6 +66,7 @@ def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int
         tracks += len(result.tracks)
         duration += result.duration
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    extractor.close()  # a finished worker's peak memory shows in RUSAGE_CHILDREN
     _, python_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
@@ -67,6 +75,7 @@ def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int
         "torch_threads": threads,
         "embedder": extractor.embedder.name,
         "embed_every": embed_every,
+        "embed_workers": embed_workers,
         "sampling": "every frame" if fps is None else f"{fps:g} fps",
         "clips": len(clips),
         "video_seconds": round(duration, 2),
@@ -80,6 +89,7 @@ def _measure(detector: str, fps: Optional[float], clips: List[str], threads: int
         "rtf": round(wall / duration, 3),
         "x_real_time": round(duration / wall, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_worker_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1) if embed_workers else None,
         "peak_python_mb": round(python_peak / 2**20, 1),
     }
 
@@ -96,6 +106,8 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--embed-every", type=int, nargs="+", default=[3, 1],
                         help="embed every K-th sampled frame (one run per value; default 3 = extract_face_tracks' default, and 1)")
+    parser.add_argument("--embed-workers", type=int, nargs="+", default=[0, 1], choices=(0, 1),
+                        help="0: embed in the process; 1: in a second process (one run per value; default 0 1)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -108,25 +120,27 @@ def main(argv=None) -> int:
     shortest = sorted(clips, key=lambda c: video_info(c).duration)[: args.every_frame_clips]
     runs = []
     for detector in args.backends:
-        for embed_every in args.embed_every:
+        for embed_every, embed_workers in itertools.product(args.embed_every, args.embed_workers):
             for fps, subset in ((args.fps, clips), (None, shortest)):
                 if not subset:
                     continue
                 with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
                     try:
-                        runs.append(pool.submit(_measure, detector, fps, subset, args.threads, embed_every).result())
+                        runs.append(pool.submit(
+                            _measure, detector, fps, subset, args.threads, embed_every, embed_workers
+                        ).result())
                     except (OSError, ValueError, RuntimeError) as exc:  # e.g. sfd without its weights
                         print(f"{detector}: skipped ({exc})")
                         break
                 r = runs[-1]
-                print(f"{detector:10s} {r['sampling']:12s} embed 1/{embed_every} {r['frames']:5d} frames "
+                print(f"{detector:10s} {r['sampling']:12s} embed 1/{embed_every} workers {embed_workers} {r['frames']:5d} frames "
                       f"{r['frames_per_second']:6.2f} fps {r['x_real_time']:6.2f}x real time", flush=True)
 
-    header = f"{'detector':10s} {'sampling':12s} {'embed':>5s} {'clips':>5s} {'video s':>8s} {'frames':>6s} {'faces':>6s} " \
+    header = f"{'detector':10s} {'sampling':12s} {'embed':>5s} {'wrk':>3s} {'clips':>5s} {'video s':>8s} {'frames':>6s} {'faces':>6s} " \
              f"{'fps':>7s} {'cpu ms/f':>8s} {'RTF':>6s} {'x RT':>6s} {'RSS MB':>7s} {'py MB':>6s}"
     print("\n" + header + "\n" + "-" * len(header))
     for r in runs:
-        print(f"{r['detector']:10s} {r['sampling']:12s} {'1/' + str(r['embed_every']):>5s} {r['clips']:5d} {r['video_seconds']:8.1f} {r['frames']:6d} "
+        print(f"{r['detector']:10s} {r['sampling']:12s} {'1/' + str(r['embed_every']):>5s} {r['embed_workers']:3d} {r['clips']:5d} {r['video_seconds']:8.1f} {r['frames']:6d} "
               f"{r['faces']:6d} {r['frames_per_second']:7.2f} {r['cpu_ms_per_frame']:8.1f} {r['rtf']:6.3f} "
               f"{r['x_real_time']:6.2f} {r['peak_rss_mb']:7.0f} {r['peak_python_mb']:6.1f}")
     machine = {

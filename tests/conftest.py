@@ -26,29 +26,43 @@ def shared_data():
     return root
 
 
-@pytest.fixture(scope="session")
-def librispeech_test(shared_data):
-    """``librispeech/test-other-10x10``: 10 held-out speakers x 10 utterances."""
-    path = shared_data / "librispeech" / "test-other-10x10"
+def _shared_folder(root, *parts):
+    path = root.joinpath(*parts)
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def librispeech_test(shared_data):
+    """``librispeech/test-other-10x10``: 10 held-out speakers x 10 utterances."""
+    return _shared_folder(shared_data, "librispeech", "test-other-10x10")
 
 
 @pytest.fixture(scope="session")
 def talking_heads(shared_data):
-    path = shared_data / "talking-heads"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
+    return _shared_folder(shared_data, "talking-heads")
 
 
 @pytest.fixture(scope="session")
 def ami_debug(shared_data):
-    path = shared_data / "ami-debug"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
+    return _shared_folder(shared_data, "ami-debug")
+
+
+@pytest.fixture(scope="session")
+def celebrities(shared_data):
+    return _shared_folder(shared_data, "faces", "celebrities")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small networks on a shared 2-core machine run faster on one torch thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _drop_speechbrain_deprecation_redirects() -> None:

@@ -35,14 +35,6 @@ def blazeface(shared_data):
     return build_detector("blazeface")  # front and back models
 
 
-@pytest.fixture(scope="module")
-def celebrities(shared_data):
-    path = shared_data / "faces" / "celebrities"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
-
-
 def _write_video(path, frames, pix_fmt="yuv420p", codec="mpeg4", rate=10):
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=rate)

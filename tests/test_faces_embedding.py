@@ -324,3 +324,29 @@ def test_video_without_faces_gives_no_detections(tmp_path, faces):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
     assert detect_and_embed(path, fps=5.0, progress=False) == []
+
+
+def test_embedding_in_a_worker_process_gives_the_same_tracks(talking_heads, faces):
+    """``embed_workers=1``: dlib runs in a spawned process (dlib holds the GIL); the
+    embeddings must be those computed in-process, on the same detections."""
+    from xmodal_diar.faces import extract_face_tracks
+
+    clip = talking_heads / "00002.mp4"
+    here = extract_face_tracks(clip, fps=2.0, embed_every=2, extractor=FaceExtractor(keep_aligned=False))
+    worker = FaceExtractor(keep_aligned=False, embed_workers=1)
+    try:
+        there = extract_face_tracks(clip, fps=2.0, embed_every=2, extractor=worker)
+        again = extract_face_tracks(clip, fps=2.0, embed_every=2, extractor=worker)  # the process is reused
+    finally:
+        worker.close()
+    for result in (there, again):
+        assert len(result.tracks) == len(here.tracks) == 1
+        ours, theirs = here.tracks[0].detections, result.tracks[0].detections
+        assert [d.frame for d in ours] == [d.frame for d in theirs]
+        assert [d.embedding is None for d in ours] == [d.embedding is None for d in theirs]
+        assert sum(d.embedding is not None for d in theirs) == 6  # 11 sampled frames, every 2nd
+        for a, b in zip(ours, theirs):
+            if a.embedding is not None:
+                np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-6)
+    with pytest.raises(ValueError, match="embed_workers must be 0"):
+        FaceExtractor(embed_workers=2)

@@ -26,12 +26,7 @@ def model_dir(tmp_path_factory):
     return directory
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_diarize_writes_rttm_and_png_and_continues_past_a_corrupt_file(model_dir, tmp_path, capsys):

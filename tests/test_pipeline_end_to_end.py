@@ -19,13 +19,7 @@ from xmodal_diar.pipelines import DEFAULT_MODEL_DIR, BroadcastDiarization, load_
 SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small LSTM steps on a shared 2-core machine run faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_encoder(seed: int = 0) -> TristouNet:

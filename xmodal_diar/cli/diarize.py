@@ -8,6 +8,7 @@ skipped; the exit status is 1 if any input failed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
                 from xmodal_diar.faces import FaceExtractor, extract_face_tracks
 
                 if face_extractor is None:  # load the face models once for all inputs
-                    face_extractor = FaceExtractor("blazeface", "dlib5", "dlib", keep_aligned=False)
+                    face_extractor = FaceExtractor(
+                        "blazeface", "dlib5", "dlib", keep_aligned=False, embed_workers=int((os.cpu_count() or 1) > 1)
+                    )
                 file["face_evidence"] = extract_face_tracks(path, extractor=face_extractor)
             kwargs = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers, max_speakers=args.max_speakers)
             with ProgressHook(transient=True, hidden=args.quiet) as hook:

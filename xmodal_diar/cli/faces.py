@@ -9,6 +9,7 @@ then 1 after the other videos are done.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,10 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--embed-every", type=int, default=3, metavar="K",
         help="embed the faces of every K-th sampled frame only (default 3; 1: all)",
+    )
+    parser.add_argument(
+        "--embed-workers", type=int, choices=(0, 1), default=1 if (os.cpu_count() or 1) > 1 else 0,
+        help="1: embed faces in a second process, overlapping with detection (default on multi-core machines)",
     )
     parser.add_argument("--min-track", type=int, default=3, metavar="N", help="drop tracks of fewer detections")
     parser.add_argument("--shot-threshold", type=float, default=0.4, help="histogram distance of a shot cut")
@@ -58,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
     keep_aligned = args.contact_sheet or args.save_aligned
-    extractor = FaceExtractor(args.detector, args.landmarks, _embedder(args.embedder), keep_aligned=keep_aligned)
+    extractor = FaceExtractor(
+        args.detector, args.landmarks, _embedder(args.embedder), keep_aligned=keep_aligned, embed_workers=args.embed_workers
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
     for video in args.videos:
@@ -89,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             f"{video}: {len(result.detections)} faces, {len(result.tracks)} tracks, {len(result.shot_cuts)} shot cuts, "
             f"{result.duration:.1f} s of video in {seconds:.1f} s -> {npz}{sheet}"
         )
+    extractor.close()
     if failed:
         print(f"xmodal-diar faces: {len(failed)} of {len(args.videos)} videos failed: {', '.join(failed)}", file=sys.stderr)
         return 1

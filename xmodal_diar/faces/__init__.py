@@ -53,6 +53,7 @@ def extract_face_tracks(
     max_gap: float = 1.0,
     keep_aligned: bool = True,
     embed_every: int = 3,
+    embed_workers: int = 0,
     progress: bool = False,
     **tracking_options,
 ) -> FaceTracks:
@@ -62,14 +63,15 @@ def extract_face_tracks(
     (:class:`ShotCutDetector`, ``shot_threshold``) and the face ``extractor`` (built from
     ``detector``/``landmarks``/``embedder`` unless given, to reuse loaded models across
     videos; only every ``embed_every``-th sampled frame is embedded, as dlib's embedder
-    dominates the cost and a track's mean needs few faces); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
+    dominates the cost and a track's mean needs few faces; ``embed_workers=1`` embeds in a
+    second process, see :class:`FaceExtractor`); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
     ``tracking_options``) makes the tracks. Detections of dropped short tracks are kept
     in ``untracked``. A video without faces gives no track; an unreadable one raises
     :class:`VideoError` naming the file.
     """
     info = video_info(video)
     if extractor is None:
-        extractor = FaceExtractor(detector, landmarks, embedder, keep_aligned=keep_aligned)
+        extractor = FaceExtractor(detector, landmarks, embedder, keep_aligned=keep_aligned, embed_workers=embed_workers)
     shots = ShotCutDetector(threshold=shot_threshold)
     detections = []
     for frame, time, rgb, found in iter_frame_detections(

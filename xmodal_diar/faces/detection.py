@@ -230,6 +230,10 @@ class BlazeFaceDetector(FaceDetector):
             )
             for back in {"front": [False], "back": [True], "both": [False, True]}[model]
         ]
+        import torch
+
+        for detector in self._detectors:  # its depthwise convolutions run ~25 % faster channels-last on CPU
+            detector.face_detector.to(memory_format=torch.channels_last)
 
     def _detect(self, rgb):
         from face_alignment.detection.sfd.bbox import nms

@@ -15,9 +15,13 @@ the model wants, ``embed_crops(crops)`` embeds such crops.
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -37,10 +41,15 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
 
 
 class FaceEmbedder(ABC):
-    """Aligns faces from their landmarks and maps the crops to unit vectors."""
+    """Aligns faces from their landmarks and maps the crops to unit vectors.
+
+    ``options`` holds the constructor's keyword arguments, so that
+    ``type(embedder)(**embedder.options)`` builds the same embedder in another process.
+    """
 
     name: str = ""
     dimension: int = 0
+    options: dict = {}
 
     @abstractmethod
     def align(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -80,6 +89,7 @@ class DlibEmbedder(FaceEmbedder):
             path = face_recognition_models.face_recognition_model_location()
         if not Path(path).is_file():
             raise FileNotFoundError(f"dlib face recognition weights {path} do not exist")
+        self.options = {"path": str(path), "num_jitters": int(num_jitters)}
         self.num_jitters = int(num_jitters)
         self._model = dlib.face_recognition_model_v1(str(path))
 
@@ -106,6 +116,8 @@ class _ArcFaceStyleEmbedder(FaceEmbedder):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.name} face model {self.path} does not exist")
+        self.options = {"path": str(path), "input_size": input_size, "mean": mean, "std": std, "bgr": bgr,
+                        "batch_size": batch_size}
         self.input_size = int(input_size)
         self.mean = np.broadcast_to(np.asarray(mean, np.float32), (3,)).reshape(1, 3, 1, 1)
         self.std = np.broadcast_to(np.asarray(std, np.float32), (3,)).reshape(1, 3, 1, 1)
@@ -201,14 +213,31 @@ def build_embedder(name: Union[str, FaceEmbedder] = "dlib", **options) -> FaceEm
     raise ValueError(f"unknown face embedder {name!r}: choose one of {', '.join(EMBEDDER_NAMES)}")
 
 
+def _start_embedding_worker(embedder_class: type, options: dict) -> None:
+    global _WORKER_EMBEDDER
+    _WORKER_EMBEDDER = embedder_class(**options)
+
+
+def _embed_in_worker(crops: np.ndarray) -> np.ndarray:
+    return _WORKER_EMBEDDER.embed_crops(crops)
+
+
+_WORKER_EMBEDDER: Optional[FaceEmbedder] = None
+
+
 class FaceExtractor:
     """Detect, landmark, align, embed and score every face of an image.
 
     ``extractor(rgb, frame=0, time=0.0) -> [FaceDetection]`` (best detector score first),
     each with box, score, landmarks, embedding, quality and (if ``keep_aligned``) the
     aligned crop. With ``embed=False`` the embedding is left None: dlib's embedder costs
-    about 100 ms a face on this CPU, ten times detection, so a tracker may embed only
-    some detections (``extractor.embedder.embed_crops([d.aligned, ...])``).
+    about 80 ms a face on this CPU, more than detection, so a tracker may embed only
+    some detections.
+
+    ``embed_workers=1`` embeds in a separate process (:meth:`embed_later`), so that on a
+    multi-core machine embedding overlaps with decoding and detection (dlib holds the GIL,
+    threads would not overlap); the process starts on first use and ends with
+    :meth:`close` or with the extractor.
     """
 
     def __init__(
@@ -220,7 +249,10 @@ class FaceExtractor:
         keep_aligned: bool = True,
         detector_options: Optional[dict] = None,
         embedder_options: Optional[dict] = None,
+        embed_workers: int = 0,
     ):
+        if embed_workers not in (0, 1):
+            raise ValueError(f"embed_workers must be 0 (embed in this process) or 1, got {embed_workers}")
         options = dict(detector_options or {})
         if not isinstance(detector, FaceDetector):
             options.setdefault("min_size", min_size)
@@ -228,29 +260,56 @@ class FaceExtractor:
         self.landmarker = build_landmarker(landmarks)
         self.embedder = build_embedder(embedder, **(embedder_options or {}))
         self.keep_aligned = keep_aligned
+        self.embed_workers = embed_workers
+        self._pool: Optional[ProcessPoolExecutor] = None
 
-    def __call__(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0, embed: bool = True) -> List[FaceDetection]:
+    def detect_and_align(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0) -> Tuple[List[FaceDetection], List[np.ndarray]]:
+        """The faces of ``rgb`` without embedding, and their aligned crops (same order)."""
         rgb = as_rgb(rgb, name=f"frame {frame}")
         found = self.detector.detect(rgb)
         if not found:
-            return []
+            return [], []
         boxes = [box for box, _ in found]
         points = self.landmarker.landmarks(rgb, boxes)
         crops = [self.embedder.align(rgb, p) for p in points]
-        embeddings = self.embedder.embed_crops(crops) if embed else [None] * len(crops)
-        return [
+        detections = [
             FaceDetection(
                 frame=frame,
                 time=time,
                 box=box,
                 score=score,
                 landmarks=landmarks,
-                embedding=embedding,
                 quality=face_quality(score, box, crop, landmarks),
                 aligned=crop if self.keep_aligned else None,
             )
-            for (box, score), landmarks, crop, embedding in zip(found, points, crops, embeddings)
+            for (box, score), landmarks, crop in zip(found, points, crops)
         ]
+        return detections, crops
+
+    def __call__(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0, embed: bool = True) -> List[FaceDetection]:
+        detections, crops = self.detect_and_align(rgb, frame, time)
+        if embed and detections:
+            for detection, embedding in zip(detections, self.embedder.embed_crops(crops)):
+                detection.embedding = embedding
+        return detections
+
+    def embed_later(self, crops: Sequence[np.ndarray]) -> Future:
+        """A future of :meth:`FaceEmbedder.embed_crops` run in the worker process."""
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=get_context("spawn"),
+                initializer=_start_embedding_worker,
+                initargs=(type(self.embedder), self.embedder.options),
+            )
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+        return self._pool.submit(_embed_in_worker, np.stack(crops))
+
+    def close(self) -> None:
+        """End the embedding process, if one was started."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def detect_and_embed(
@@ -296,14 +355,37 @@ def iter_frame_detections(
     """``(frame, time, rgb, detections)`` for each frame sampled at ``fps``, decoded once.
 
     Only every ``embed_every``-th sampled frame is embedded (``embedding=None`` elsewhere).
+    With ``extractor.embed_workers`` the embeddings are computed in the worker process
+    while the next frames are decoded: they are set on the yielded detections by the time
+    the iteration ends (at most :data:`MAX_PENDING_FRAMES` frames behind).
     """
     if embed_every < 1:
         raise ValueError(f"embed_every must be a positive number of sampled frames, got {embed_every}")
     info = video_info(path)
     total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
     frames = iter_frames(path, fps)
+    pending: Deque[Tuple[List[FaceDetection], Future]] = deque()
+
+    def resolve(keep: int) -> None:
+        while len(pending) > keep:
+            detections, future = pending.popleft()
+            for detection, embedding in zip(detections, future.result()):
+                detection.embedding = embedding
+
     for sampled, (frame, time, rgb) in enumerate(
         tqdm(frames, total=total, desc=Path(path).name, unit="frame", disable=not progress, leave=False)
     ):
-        yield frame, time, rgb, extractor(rgb, frame=frame, time=time, embed=sampled % embed_every == 0)
+        embed = sampled % embed_every == 0
+        if not extractor.embed_workers:
+            yield frame, time, rgb, extractor(rgb, frame=frame, time=time, embed=embed)
+            continue
+        detections, crops = extractor.detect_and_align(rgb, frame, time)
+        if embed and detections:
+            pending.append((detections, extractor.embed_later(crops)))
+            resolve(MAX_PENDING_FRAMES)
+        yield frame, time, rgb, detections
+    resolve(0)
 
+
+#: Embedded frames that may wait in the worker's queue before the decoding waits for them.
+MAX_PENDING_FRAMES = 16
