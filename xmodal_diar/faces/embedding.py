@@ -295,6 +295,10 @@ class FaceExtractor:
 
     def embed_later(self, crops: Sequence[np.ndarray]) -> Future:
         """A future of :meth:`FaceEmbedder.embed_crops` run in the worker process."""
+        if len(crops) == 0:
+            done: Future = Future()
+            done.set_result(self.embedder.embed_crops([]))
+            return done
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
