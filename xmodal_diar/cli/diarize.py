@@ -129,9 +129,11 @@ def run(args: argparse.Namespace) -> int:
             if reference is None:
                 summary += f" (no reference for uri {uri!r} in {args.reference})"
             else:
+                from pyannote.core import Segment, Timeline
                 from pyannote.metrics.diarization import DiarizationErrorRate
 
-                summary += f", DER {100 * DiarizationErrorRate()(reference, diarization):.1f} %"
+                whole = Timeline([Segment(0.0, duration)], uri=uri)  # the reference annotates the whole file
+                summary += f", DER {100 * DiarizationErrorRate()(reference, diarization, uem=whole):.1f} %"
         if args.plot:
             plot_timeline(out_dir / f"{uri}.png", diarization, reference)
         print(summary)
