@@ -28,16 +28,7 @@ from xmodal_diar.losses.projection import SpeakerToFaceProjection
 
 SETTINGS = settings(max_examples=40, deadline=None)
 
-# Three unit vectors in 2-D: d(0,1) = 0.8, d(0,2) = 2.0, d(1,2) = 0.4.
-E0, E1, E2 = (1.0, 0.0), (0.6, 0.8), (0.0, 1.0)
-
-
-def vectors(*rows) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float32)
-
-
-def labels_of(*ys) -> torch.Tensor:
-    return torch.tensor(ys, dtype=torch.long)
+from _tensors import E0, E1, E2, labels_of, vectors  # noqa: E402
 
 
 @st.composite

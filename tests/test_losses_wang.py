@@ -20,15 +20,7 @@ from xmodal_diar.losses.wang import (
 )
 
 SETTINGS = settings(max_examples=40, deadline=None)
-E0, E1, E2 = (1.0, 0.0), (0.6, 0.8), (0.0, 1.0)  # d(E0,E1)=0.8, d(E0,E2)=2, d(E1,E2)=0.4
-
-
-def vectors(*rows) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float32)
-
-
-def labels_of(*ys) -> torch.Tensor:
-    return torch.tensor(ys, dtype=torch.long)
+from _tensors import E0, E1, E2, labels_of, vectors  # noqa: E402
 
 
 @st.composite
