@@ -10,7 +10,8 @@ XMODAL_VENV="${XMODAL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/xmodal-diar/venv-$_r
 # FFmpeg), but pyannote.audio 4 decodes files through torchcodec, which needs the system
 # libraries (FFmpeg 4 to 7). Installed from Debian when we can (root + apt, ~20 s);
 # otherwise pyannote's own file decoding stays unavailable and it says so on import.
-if ! ldconfig -p 2>/dev/null | grep -q 'libavutil\.so\.5[6-9]'; then
+_shared_libs="$(ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true)"
+if ! grep -q 'libavutil\.so\.5[6-9]' <<<"$_shared_libs"; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "[xmodal-diar] installing FFmpeg libraries (apt-get install ffmpeg) for torchcodec" >&2
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; } >/dev/null 2>&1 \
