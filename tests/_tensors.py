@@ -12,3 +12,13 @@ def vectors(*rows) -> torch.Tensor:
 
 def labels_of(*ys) -> torch.Tensor:
     return torch.tensor(ys, dtype=torch.long)
+
+
+def one_gradient_step(measure, raw: torch.Tensor, lr: float = 0.1):
+    """``(loss, aux)`` of ``measure()`` before and after one gradient-descent step on ``raw``."""
+    before, aux_before = measure()
+    before.backward()
+    with torch.no_grad():
+        raw -= lr * raw.grad
+    after, aux_after = measure()
+    return (before, aux_before), (after, aux_after)
