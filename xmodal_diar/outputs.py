@@ -1,0 +1,93 @@
+"""Writing outputs: atomically, under names that never collide, with file-named errors.
+
+- :func:`atomic_write` writes to a temporary file in the target folder, flushes it to disk
+  and renames it over the target: a reader sees the old file or the complete new one,
+  never a partial one, and a failure (full disk, read-only folder) leaves nothing behind
+  and raises :class:`OutputError` naming the file.
+- :func:`output_stems` gives each input a distinct output stem: its file name without
+  the LAST suffix (``show.part1.mp4`` -> ``show.part1``), and, when two inputs would get
+  the same stem (``d1/clip.wav``, ``d2/clip.wav``), a stem derived from the whole path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterator, Sequence, Union
+
+PathLike = Union[str, Path]
+
+
+class OutputError(OSError):
+    """An output that could not be written (the message names the file and the cause)."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator:
+    """``with atomic_write(path) as fp: fp.write(...)``: all or nothing at ``path``."""
+    path = Path(path)
+    binary = "b" in mode
+    tmp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": encoding})) as fp:
+            yield fp
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def write_text(path: PathLike, text: str) -> Path:
+    with atomic_write(path) as fp:
+        fp.write(text)
+    return Path(path)
+
+
+def write_bytes(path: PathLike, data: bytes) -> Path:
+    with atomic_write(path, "wb") as fp:
+        fp.write(data)
+    return Path(path)
+
+
+def _slug(text: str) -> str:
+    """Path text as a file-name stem: separators and spaces become ``_``."""
+    return re.sub(r"[\s/\\:]+", "_", text).strip("_") or "input"
+
+
+def output_stems(inputs: Sequence[PathLike]) -> Dict[str, str]:
+    """Distinct output stems for ``inputs`` (keys: the inputs as given, as strings).
+
+    The stem is the file name less its last suffix; inputs whose stems collide get the
+    stem of their whole (resolved) path instead, e.g. ``d1_clip`` and ``d2_clip``. The
+    same input given twice keeps one stem.
+    """
+    keys = [str(p) for p in inputs]
+    plain = {k: Path(k).stem or Path(k).name for k in keys}
+    resolved = {k: Path(k).expanduser().resolve() for k in keys}
+    owners: Dict[str, set] = {}
+    for k in keys:
+        owners.setdefault(plain[k], set()).add(resolved[k])
+    stems = {}
+    for k in keys:
+        if len(owners[plain[k]]) == 1:
+            stems[k] = plain[k]
+            continue
+        common = os.path.commonpath([str(p.parent) for p in owners[plain[k]]])
+        rel = Path(os.path.relpath(resolved[k], common))
+        stems[k] = _slug(str(rel.with_suffix("")))
+        if len({p.suffix for p in owners[plain[k]]}) > 1:  # d/clip.wav and d/clip.mp3
+            stems[k] += "_" + rel.suffix.lstrip(".")
+    return stems
