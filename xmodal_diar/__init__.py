@@ -8,19 +8,12 @@ Public surface (kept small on purpose):
 - :mod:`xmodal_diar.faces` -- face tracks from video (the frozen teacher).
 - :mod:`xmodal_diar.eval` -- verification, clustering, diarization and cross-modal metrics.
 - :func:`load_pipeline` -- the broadcast diarization pipeline with the embedded default model.
+
+Importing the package changes no process-wide state (environment, warning filters):
+the ``xmodal-diar`` command does that for its own process (:func:`xmodal_diar.cli.main`).
 """
 
 from __future__ import annotations
-
-import os
-import warnings
-
-# pyannote sends telemetry by default; an offline plugin must not.
-os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
-# pyannote.audio imports torchcodec, which warns when no system FFmpeg is found. This
-# package never uses torchcodec: files are decoded by libsndfile or PyAV (its own
-# FFmpeg) and handed to pyannote as {"waveform", "sample_rate"} dicts.
-warnings.filterwarnings("ignore", message=r"(?s).*torchcodec.*")
 
 __version__ = "0.1.0"
 

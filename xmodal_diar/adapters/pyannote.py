@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
+from pyannote.audio.utils.receptive_field import conv1d_receptive_field_center, conv1d_receptive_field_size
 
 from xmodal_diar.models import TurnEncoder, build_encoder, encoder_name
 
 CHECKPOINT_NAME = "pytorch_model.bin"
+FEATURE_WINDOW, FEATURE_STEP = 400, 160  # samples at 16 kHz: SpeechBrain Fbank/MFCC defaults
 
 
 class TurnEmbeddingModel(Model):
@@ -63,6 +65,37 @@ class TurnEmbeddingModel(Model):
     @property
     def dimension(self) -> int:
         return self.encoder.dimension
+
+    # pyannote's Inference(window="sliding") asks every model for its receptive field:
+    # here the SpeechBrain feature frames (25 ms windows every 10 ms); the pooled embedding
+    # of a chunk sees all of its frames.
+    def receptive_field_size(self, num_frames: int = 1) -> int:
+        """Samples seen by ``num_frames`` consecutive feature frames."""
+        return conv1d_receptive_field_size(num_frames, kernel_size=FEATURE_WINDOW, stride=FEATURE_STEP)
+
+    def receptive_field_center(self, frame: int = 0) -> int:
+        """Sample at the centre of feature frame ``frame``."""
+        return conv1d_receptive_field_center(frame, kernel_size=FEATURE_WINDOW, stride=FEATURE_STEP)
+
+    @classmethod
+    def from_speechbrain(cls, model_dir: Union[str, Path], duration: float = 3.0) -> "TurnEmbeddingModel":
+        """The pyannote Model of an xmodal-diar SpeechBrain export (``hyperparams.yaml`` +
+        ``embedding_model.ckpt`` + ``xmodal_diar.json``), for the stock pipeline:
+        ``SpeakerDiarization(embedding=TurnEmbeddingModel.from_speechbrain(dir), ...)``
+        (pyannote 4.0.7 passes ``token=`` to SpeechBrain 1.1.2, which rejects it, when
+        given the directory itself)."""
+        import json
+
+        model_dir = Path(model_dir)
+        info_file, ckpt = model_dir / "xmodal_diar.json", model_dir / "embedding_model.ckpt"
+        for file in (info_file, ckpt):
+            if not file.is_file():
+                raise FileNotFoundError(f"{model_dir}: missing {file.name}; not an xmodal-diar SpeechBrain export")
+        info = json.loads(info_file.read_text())
+        model = cls(encoder=info["encoder"], encoder_config=info.get("encoder_config"), duration=duration)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        model.encoder.embedding_model.load_state_dict(state)
+        return model.eval()
 
     def forward(self, waveforms: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         if waveforms.ndim != 3 or waveforms.shape[1] != 1:

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 from typing import Optional, Sequence
 
 #: Subcommand modules, in the order ``--help`` lists them.
 SUBCOMMAND_MODULES = ("diarize", "evaluate", "faces", "export", "prepare")
+
+
+def configure_process() -> None:
+    """What the command (not the library) sets for its whole process, before pyannote is imported:
+    no pyannote telemetry (``PYANNOTE_METRICS_ENABLED=false`` unless the user set it), and no
+    torchcodec import warning (files are decoded by libsndfile or PyAV and handed to
+    pyannote as ``{"waveform", "sample_rate"}``, so torchcodec is never used)."""
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    warnings.filterwarnings("ignore", message=r"(?s).*torchcodec.*")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    configure_process()
     argv = list(sys.argv[1:] if argv is None else argv)
     # `xmodal-diar evaluate --reference R --hypothesis H` is short for `evaluate diarization ...`.
     if len(argv) >= 2 and argv[0] == "evaluate" and argv[1].startswith("--") and argv[1] not in ("--help",):

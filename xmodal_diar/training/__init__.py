@@ -103,6 +103,14 @@ def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = 
         export_model_dir(encoder, hparams["export_folder"], card=model_card(hparams, info, getattr(brain, "train_stats", None)),
                          metadata={"method": hparams.get("method"), "checkpoint": str(ckpt)})
         logger.info("exported %s to %s", ckpt, hparams["export_folder"])
+        held_out = hparams.get("calibration_annotation", hparams.get("valid_annotation"))
+        if held_out and Path(held_out).is_file():  # verification threshold at the EER point
+            from xmodal_diar.training.calibration import calibrate_threshold
+
+            calibrate_threshold(hparams["export_folder"], held_out)
+        else:
+            logger.warning("no held-out manifest (valid_annotation): %s ships no verification_threshold",
+                           hparams["export_folder"])
     return brain
 
 

@@ -325,6 +325,17 @@ class CrossModalBrain(sb.Brain):
             meta = {"loss": stats["loss"], "epoch": epoch}
             self.checkpointer.save_and_keep_only(meta=meta, min_keys=["loss"], num_to_keep=1)
 
+    def make_dataloader(self, dataset, stage, ckpt_prefix="dataloader-", **loader_kwargs):
+        """SpeechBrain's loader; a train ``batch_sampler`` becomes ``self.train_sampler`` so that
+        ``fit`` calls its ``set_epoch(epoch)`` with the checkpointed epoch (a resumed run
+        continues the batch order instead of replaying epoch 1's). Under DDP SpeechBrain
+        wraps it in ``DistributedSamplerWrapper``, which forwards ``set_epoch``."""
+        loader = super().make_dataloader(dataset, stage, ckpt_prefix, **loader_kwargs)
+        batch_sampler = loader_kwargs.get("batch_sampler")
+        if stage == sb.Stage.TRAIN and self.train_sampler is None and hasattr(batch_sampler, "set_epoch"):
+            self.train_sampler = batch_sampler
+        return loader
+
     def fit(self, epoch_counter, train_set, valid_set=None, progressbar=None, train_loader_kwargs=None,
             valid_loader_kwargs=None):
         self.has_valid = valid_set is not None

@@ -120,7 +120,9 @@ class IdentityBatchSampler(Sampler):
     ``face_identities_per_batch`` of the P identities are drawn among ``face_identities``
     (identities with paired faces), the others among the rest. Samples of an identity are
     drawn without replacement while it has enough, else with. ``n_batches`` per epoch
-    (default: as many as cover the data once). Deterministic given ``seed`` and the epoch.
+    (default: as many as cover the data once). Deterministic given ``seed`` and the epoch:
+    ``set_epoch(epoch)`` (called by ``Brain.fit`` with the checkpointed epoch) chooses the
+    order; without it, each iteration advances to the next epoch.
     """
 
     def __init__(
