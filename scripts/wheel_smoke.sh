@@ -12,7 +12,7 @@ python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$tmp/whe
 python -m pip install --quiet --no-deps --no-compile --target "$tmp/site" "$tmp"/wheel/xmodal_diar-*.whl
 cd "$tmp"  # outside the checkout: only the installed wheel provides xmodal_diar
 export PYTHONPATH="$tmp/site"
-xmodal() { python -c 'import sys; from xmodal_diar.cli import main; sys.exit(main())' "$@"; }
+xmodal() { "$tmp/site/bin/xmodal-diar" "$@"; }  # the console script pip installed with the wheel
 python - <<PY
 import xmodal_diar, sys
 assert xmodal_diar.__file__.startswith("$tmp/site/"), xmodal_diar.__file__

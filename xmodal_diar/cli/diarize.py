@@ -48,29 +48,10 @@ def _check_args(args) -> None:
 
 
 def plot_timeline(path: Path, hypothesis, reference=None) -> Path:
-    """PNG timeline of ``hypothesis`` (under ``reference`` when given), via matplotlib Agg."""
-    import matplotlib
+    """PNG timeline: see :func:`xmodal_diar.eval.plots.plot_timeline`."""
+    from xmodal_diar.eval.plots import plot_timeline as plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [("hypothesis", hypothesis)] if reference is None else [("reference", reference), ("hypothesis", hypothesis)]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 1.2 + 1.0 * len(rows)), sharex=True, squeeze=False)
-    extent = max([a.get_timeline().extent().end for _, a in rows if len(a)] + [1.0])
-    cmap = plt.get_cmap("tab10")
-    for ax, (name, annotation) in zip(axes[:, 0], rows):
-        labels = sorted(annotation.labels())
-        for segment, _, label in annotation.itertracks(yield_label=True):
-            k = labels.index(label)
-            ax.broken_barh([(segment.start, segment.duration)], (k, 0.8), color=cmap(k % 10))
-        ax.set_yticks([k + 0.4 for k in range(len(labels))], labels, fontsize=7)
-        ax.set_ylabel(name)
-        ax.set_xlim(0, extent)
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return plot(path, hypothesis, reference)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -91,7 +91,9 @@ def _embed(args) -> tuple[dict, list, object]:
 
     if not args.data.exists():
         raise FileNotFoundError(f"{args.data}: no such folder or manifest")
-    embedder = load_embedder(args.embedder, device=args.device)
+    from xmodal_diar.devices import resolve_device
+
+    embedder = load_embedder(args.embedder, device=str(resolve_device(args.device)))
     utterances = list_utterances(args.data)
     durations = [*args.durations] + ([] if args.no_natural else [None])
     if not durations:

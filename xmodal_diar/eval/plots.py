@@ -1,4 +1,5 @@
-"""Report figures: DET curves on normal-deviate axes, purity/coverage curves (matplotlib, Agg)."""
+"""Report figures: DET curves on normal-deviate axes, purity/coverage curves, diarization
+timelines (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,73 @@ def plot_purity_coverage(curves: Mapping[str, ClusteringCurve], path: PathLike, 
         ax.set_xlim(0, 101)
         ax.set_ylim(0, 101)
     return Path(path)
+
+
+def timeline_colours(hypothesis, reference=None) -> tuple[dict, dict]:
+    """Colour indices ``(reference {label: k}, hypothesis {label: k})``: reference speakers in
+    sorted order; each hypothesis speaker takes the colour of the reference speaker that
+    pyannote.metrics' optimal mapping (the one DER uses) assigns to it, unmapped ones the
+    next free colours."""
+    ref_colour = {label: k for k, label in enumerate(sorted(reference.labels()))} if reference is not None else {}
+    mapping = {}
+    if reference is not None and len(reference) and len(hypothesis):
+        from pyannote.metrics.diarization import DiarizationErrorRate
+
+        mapping = DiarizationErrorRate().optimal_mapping(reference, hypothesis)
+    hyp_colour, free = {}, len(ref_colour)
+    for label in sorted(hypothesis.labels()):
+        if label in mapping:
+            hyp_colour[label] = ref_colour[mapping[label]]
+        else:
+            hyp_colour[label], free = free, free + 1
+    return ref_colour, hyp_colour
+
+
+def timeline_title(hypothesis, reference=None, name: str = "") -> str:
+    """``<file name>`` and, with a reference, ``DER x.x %`` (pyannote.metrics, collar 0,
+    overlap scored, over the whole span of both annotations)."""
+    title = hypothesis.uri or name or "diarization"
+    if reference is None:
+        return title
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    end = max([a.get_timeline().extent().end for a in (reference, hypothesis) if len(a)] + [0.0])
+    uem = Timeline([Segment(0.0, end)]) if end > 0 else None
+    der = DiarizationErrorRate()(reference, hypothesis, uem=uem) if uem is not None else float("nan")
+    return f"{title} - DER {100 * der:.1f} %"
+
+
+def plot_timeline(path: PathLike, hypothesis, reference=None) -> Path:
+    """PNG timeline of ``hypothesis`` (under ``reference`` when given), titled with the file
+    name and DER, hypothesis colours matching their mapped reference speakers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    ref_colour, hyp_colour = timeline_colours(hypothesis, reference)
+    rows = [("hypothesis", hypothesis, hyp_colour)]
+    if reference is not None:
+        rows.insert(0, ("reference", reference, ref_colour))
+    fig, axes = plt.subplots(len(rows), 1, figsize=(12, 1.5 + 1.0 * len(rows)), sharex=True, squeeze=False)
+    extent = max([a.get_timeline().extent().end for _, a, _ in rows if len(a)] + [1.0])
+    cmap = plt.get_cmap("tab20")
+    try:
+        for ax, (name, annotation, colour) in zip(axes[:, 0], rows):
+            labels = sorted(annotation.labels())
+            for segment, _, label in annotation.itertracks(yield_label=True):
+                k = labels.index(label)
+                ax.broken_barh([(segment.start, segment.duration)], (k, 0.8), color=cmap(colour[label] % 20))
+            ax.set_yticks([k + 0.4 for k in range(len(labels))], labels, fontsize=7)
+            ax.set_ylabel(name)
+            ax.set_xlim(0, extent)
+        axes[-1, 0].set_xlabel("time (s)")
+        fig.suptitle(timeline_title(hypothesis, reference, path.stem))
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path

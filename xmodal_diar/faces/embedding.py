@@ -19,6 +19,7 @@ import weakref
 from abc import ABC, abstractmethod
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Deque, Iterator, List, Optional, Sequence, Tuple, Union
@@ -373,7 +374,14 @@ def iter_frame_detections(
     def resolve(keep: int) -> None:
         while len(pending) > keep:
             detections, future = pending.popleft()
-            for detection, embedding in zip(detections, future.result()):
+            try:
+                embeddings = future.result()
+            except BrokenProcessPool:
+                raise RuntimeError(
+                    "the face-embedding worker process died at start (embed_workers=1): it re-imports your "
+                    "main script, so put the calling code under `if __name__ == \"__main__\":`, or pass "
+                    "embed_workers=0") from None
+            for detection, embedding in zip(detections, embeddings):
                 detection.embedding = embedding
 
     for sampled, (frame, time, rgb) in enumerate(

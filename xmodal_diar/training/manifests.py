@@ -475,6 +475,15 @@ def prepare_voxceleb(
     return write_manifest(drop_rare_identities(rows, 2, "voxceleb"), out / f"{name}.csv")
 
 
+def _has_subset(proto, subset: str) -> bool:
+    """Whether a pyannote.database protocol implements ``subset`` (it raises when iterated)."""
+    try:
+        next(iter(getattr(proto, subset)()), None)
+    except (NotImplementedError, AttributeError):
+        return False
+    return True
+
+
 def prepare_protocol(
     protocol: str, out_dir: PathLike, *, subsets: Sequence[str] = ("train", "development", "test"),
     max_turn: float = 3.0, min_duration: float = 0.5, faces: bool = True, face_cache: Optional[PathLike] = None,
@@ -495,6 +504,11 @@ def prepare_protocol(
         ) from None
     out = Path(out_dir)
     written = {}
+    missing = [subset for subset in subsets if not _has_subset(proto, subset)]
+    if missing:
+        have = [subset for subset in ("train", "development", "test") if _has_subset(proto, subset)]
+        raise ManifestError(f"{protocol} has no {' or '.join(missing)} subset (it has: {', '.join(have) or 'none'}); "
+                            f"choose with --subsets {' '.join(have)}")
     for subset in subsets:
         rows = []
         for file in getattr(proto, subset)():
