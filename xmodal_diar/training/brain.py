@@ -50,6 +50,17 @@ def _unwrap(module: nn.Module) -> nn.Module:
     return module.module if hasattr(module, "module") and isinstance(module, nn.parallel.DistributedDataParallel) else module
 
 
+def quality_matrix(face_quality: torch.Tensor, wavs: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """VGSR's QAW quality matrix (N, K + 1): the K face-quality columns of the manifest and
+    the speech quality of each (unpadded) crop, :func:`xmodal_diar.speech_quality.speech_quality`
+    (blind SNR mapped to [0, 1])."""
+    from xmodal_diar.speech_quality import speech_quality
+
+    n = (lens * wavs.shape[1]).round().long().clamp(min=1, max=wavs.shape[1])
+    speech = torch.stack([speech_quality(w[: int(k)].detach().cpu()) for w, k in zip(wavs, n)])
+    return torch.cat([face_quality, speech.to(face_quality)[:, None]], dim=1)
+
+
 def _connected_zero(module: nn.Module, like: torch.Tensor) -> torch.Tensor:
     """0 connected to ``like`` and to every parameter of ``module`` (backward and DDP stay happy)."""
     zero = like.sum() * 0.0
@@ -279,6 +290,9 @@ class CrossModalBrain(sb.Brain):
             face = batch.teacher.data
             has_face = batch.has_face.data.reshape(-1)
             quality = batch.teacher_quality.data
+            if any(getattr(_unwrap(self.modules[f"term_{n}"]), "quality_weights", None) is not None
+                   for n in self.term_names):
+                quality = quality_matrix(quality, *batch.sig)
             for name in self.term_names:
                 term = self.modules[f"term_{name}"]
                 if isinstance(_unwrap(term), DisentanglementTerm):

@@ -209,6 +209,28 @@ def write_manifest(rows: Sequence[dict], path: PathLike) -> Path:
 # --------------------------------------------------------------------------- faces
 
 
+def prepare_once(out_dir: PathLike, names: Sequence[str], options: dict, build: Callable[[], object]) -> bool:
+    """``build()`` the manifests ``<out_dir>/<name>.csv`` unless they exist AND were built
+    with the same ``options`` (recorded in ``<out_dir>/<names joined by +>.options.json``
+    after a build): changing ``--max_*`` or ``max_turn`` rebuilds instead of reusing stale
+    files. Returns whether it built."""
+    import json
+
+    out = Path(out_dir)
+    key = json.loads(json.dumps(options, sort_keys=True, default=str))
+    record = out / f"{'+'.join(names)}.options.json"
+    if all((out / f"{name}.csv").is_file() for name in names) and record.is_file():
+        if json.loads(record.read_text()) == key:
+            return False
+    if record.is_file():
+        logger.info("%s: manifest options changed, rebuilding (%s)", out, key)
+        record.unlink()
+    build()
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(key, indent=2, sort_keys=True) + "\n")
+    return True
+
+
 def cached_face_tracks(video: PathLike, cache_dir: PathLike, fps: float = 5.0, detector: str = "dlib-hog"):
     """:func:`xmodal_diar.faces.extract_face_tracks` of ``video``, cached as ``<stem>.faces.npz``."""
     from xmodal_diar.faces import extract_face_tracks, load_face_tracks

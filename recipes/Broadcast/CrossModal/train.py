@@ -16,16 +16,19 @@ import sys
 from pathlib import Path
 
 from xmodal_diar.training import run_recipe
-from xmodal_diar.training.manifests import prepare_videos
+from xmodal_diar.training.manifests import prepare_once, prepare_videos
 
 
 def prepare(hparams):
     out = Path(hparams["manifest_folder"])
-    options = dict(max_turn=hparams["max_turn"], face_cache=hparams["face_cache"], fps=hparams["face_fps"])
-    if not (out / "train.csv").is_file():
-        prepare_videos(hparams["data_folder"], hparams["train_rttm"], out, name="train", **options)
-    if hparams.get("valid_rttm") and not (out / "valid.csv").is_file():
-        prepare_videos(hparams["data_folder"], hparams["valid_rttm"], out, name="valid", **options)
+    options = dict(max_turn=hparams["max_turn"], fps=hparams["face_fps"])
+    build = dict(face_cache=hparams["face_cache"], **options)
+    key = dict(data_folder=hparams["data_folder"], **options)
+    prepare_once(out, ("train",), {**key, "rttm": hparams["train_rttm"]}, lambda: prepare_videos(
+        hparams["data_folder"], hparams["train_rttm"], out, name="train", **build))
+    if hparams.get("valid_rttm"):
+        prepare_once(out, ("valid",), {**key, "rttm": hparams["valid_rttm"]}, lambda: prepare_videos(
+            hparams["data_folder"], hparams["valid_rttm"], out, name="valid", **build))
 
 
 if __name__ == "__main__":

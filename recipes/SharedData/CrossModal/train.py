@@ -13,20 +13,15 @@ model directory (``<output_folder>/model``).
 import sys
 
 from xmodal_diar.training import run_recipe
-from xmodal_diar.training.manifests import prepare_shared_data
+from xmodal_diar.training.manifests import prepare_once, prepare_shared_data
 
 
 def prepare(hparams):
-    from pathlib import Path
-
-    out = Path(hparams["manifest_folder"])
-    if all((out / f"{name}.csv").is_file() for name in ("train", "valid", "test")):
-        return  # same manifests for every method
-    prepare_shared_data(
-        out, hparams["data_folder"], max_turn=hparams["max_turn"], face_cache=hparams["face_cache"],
-        max_librispeech_speakers=hparams["max_librispeech_speakers"],
-        max_talking_heads=hparams["max_talking_heads"], n_windows=4,
-    )
+    options = dict(max_turn=hparams["max_turn"], max_librispeech_speakers=hparams["max_librispeech_speakers"],
+                   max_talking_heads=hparams["max_talking_heads"], n_windows=4)
+    out = hparams["manifest_folder"]  # same manifests for every method; rebuilt when the options change
+    prepare_once(out, ("train", "valid", "test"), {"data_folder": hparams["data_folder"], **options},
+                 lambda: prepare_shared_data(out, hparams["data_folder"], face_cache=hparams["face_cache"], **options))
 
 
 if __name__ == "__main__":

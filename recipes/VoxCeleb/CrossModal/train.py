@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 
 from xmodal_diar.training import run_recipe
-from xmodal_diar.training.manifests import prepare_voxceleb
+from xmodal_diar.training.manifests import prepare_once, prepare_voxceleb
 
 
 def prepare(hparams):
-    if not (Path(hparams["manifest_folder"]) / "train.csv").is_file():
-        prepare_voxceleb([hparams["data_folder"]], hparams["manifest_folder"], video_dir=hparams["video_folder"],
-                         max_turn=hparams["max_turn"], face_cache=hparams["face_cache"],
-                         max_files=hparams["max_files"])
+    options = dict(data_folder=hparams["data_folder"], video_folder=hparams["video_folder"],
+                   max_turn=hparams["max_turn"], max_files=hparams["max_files"])
+    prepare_once(hparams["manifest_folder"], ("train",), options,
+                 lambda: prepare_voxceleb([options["data_folder"]], hparams["manifest_folder"],
+                                          video_dir=options["video_folder"], max_turn=options["max_turn"],
+                                          face_cache=hparams["face_cache"], max_files=options["max_files"]))
 
 
 if __name__ == "__main__":
