@@ -174,3 +174,31 @@ def test_verification_report_separable_speakers():
     assert figures["n_trials"] == 36 * 35 // 2
     assert figures["n_target"] == 6 * 15
     assert result.min_dcf[0.01] == 0.0
+
+
+def test_eer_and_min_dcf_agree_with_speechbrain(librispeech_test):
+    """Same figures as ``speechbrain.utils.metric_stats.EER`` / ``minDCF`` on real scores
+    (the embedded model on held-out LibriSpeech speakers)."""
+    import torch
+    from speechbrain.utils.metric_stats import EER, minDCF
+
+    from xmodal_diar.adapters.pyannote import TurnEmbeddingModel
+    from xmodal_diar.audio import load_audio
+    from xmodal_diar.pipelines import DEFAULT_MODEL_DIR
+
+    model = TurnEmbeddingModel.from_speechbrain(DEFAULT_MODEL_DIR)
+    files = [f for spk in sorted(p for p in librispeech_test.iterdir() if p.is_dir())[:5]
+             for f in sorted(spk.glob("*.flac"))[:5]]
+    with torch.inference_mode():
+        x = np.stack([model(load_audio(f, start=0.0, end=2.0)[None, None])[0].numpy() for f in files])
+    labels = [f.parent.name for f in files]
+    trials = all_trials(labels)
+    s = cosine_scores(x, trials)
+    pos, neg = torch.as_tensor(s[trials.target]), torch.as_tensor(s[~trials.target])
+    sb_eer, _ = EER(pos, neg)
+    step = 1.0 / min(trials.n_target, trials.n_nontarget)
+    assert 0.0 < equal_error_rate(s, trials.target) < 0.5
+    assert abs(equal_error_rate(s, trials.target) - sb_eer) <= step
+    for p in (0.01, 0.05):
+        sb_dcf, _ = minDCF(pos, neg, p_target=p)
+        assert min_dcf(s, trials.target, p_target=p) == pytest.approx(sb_dcf / min(p, 1 - p), abs=1e-6)
