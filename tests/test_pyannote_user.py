@@ -92,3 +92,16 @@ def test_stock_speaker_diarization_with_our_speechbrain_export(model, meeting, t
     embeddings = steps["embeddings"]
     assert embeddings.shape[-1] == model.dimension and np.isfinite(embeddings).all()
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=-1), 1.0, atol=1e-4)  # ours are unit-norm
+
+
+@pytest.mark.xfail(reason="our pipeline returns DiarizeOutput on the segpipe branch: drop this mark at merge",
+                   strict=False)
+def test_our_pipeline_returns_diarize_output(meeting):
+    import xmodal_diar
+
+    pipeline = xmodal_diar.load_pipeline()
+    output = pipeline({**meeting, "waveform": meeting["waveform"][:, : 20 * SAMPLE_RATE]})
+    assert isinstance(output, DiarizeOutput)
+    labels = output.speaker_diarization.labels()
+    assert output.exclusive_speaker_diarization.labels() == labels
+    assert output.speaker_embeddings.shape[0] == len(labels)

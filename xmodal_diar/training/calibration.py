@@ -90,3 +90,23 @@ def write_threshold(model_dir: Union[str, Path], threshold: float, note: str = "
     comment = f"  # calibrated by the recipe: {note}" if note else ""
     lines.append(f"{THRESHOLD_KEY}: {float(threshold):.6f}{comment}")
     hparams.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    """``python -m xmodal_diar.training.calibration MODEL_DIR HELD_OUT_MANIFEST``: calibrate an
+    already exported model (what ``train.py`` does after its export)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m xmodal_diar.training.calibration", description=main.__doc__)
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("manifest", type=Path, help="turns of speakers the model was not trained on")
+    parser.add_argument("--max-per-speaker", type=int, default=20)
+    parser.add_argument("--trials-per-speaker", type=int, default=50)
+    args = parser.parse_args(argv)
+    record = calibrate_threshold(args.model_dir, args.manifest, args.max_per_speaker, args.trials_per_speaker)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
