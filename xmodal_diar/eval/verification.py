@@ -19,8 +19,8 @@ the rates are then weighted fractions (``sklearn.metrics.roc_curve(sample_weight
 The operating points come from scikit-learn's ROC. SpeechBrain's
 ``speechbrain.utils.metric_stats.EER``/``minDCF`` give the same figures (EER within one
 operating-point step, minDCF equal; ``tests/test_eval_verification.py``) but take no
-trial weights, and its EER loops in Python over 2N thresholds (6.3 s for 4,950 trials on
-the 2-core CPU machine, under load), too slow for 1000 bootstrap resamples. SpeechBrain's
+trial weights, and its EER loops in Python over its 2N candidate thresholds (O(N²)),
+too slow for 1000 bootstrap resamples of thousands of trials. SpeechBrain's
 ``EER`` does give the threshold shipped with exported models
 (:mod:`xmodal_diar.training.calibration`), as its decision rule is ``SpeakerRecognition``'s.
 """
