@@ -103,7 +103,10 @@ def main(argv=None) -> int:
     parser.add_argument("--max-per-speaker", type=int, default=20)
     parser.add_argument("--trials-per-speaker", type=int, default=50)
     args = parser.parse_args(argv)
-    record = calibrate_threshold(args.model_dir, args.manifest, args.max_per_speaker, args.trials_per_speaker)
+    try:
+        record = calibrate_threshold(args.model_dir, args.manifest, args.max_per_speaker, args.trials_per_speaker)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     print(json.dumps(record, indent=2))
     return 0
 
