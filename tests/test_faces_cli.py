@@ -44,3 +44,33 @@ def test_faces_command_rejects_bad_options(tmp_path, capsys):
     assert "--fps must be positive" in capsys.readouterr().err
     assert main(["faces", "x.mp4", "--out", str(tmp_path), "--embedder", "missing.onnx"]) == 1
     assert "--embedder missing.onnx" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ reliability (issue 12, points 2 and 6)
+
+from _faults import listing, output_fault  # noqa: E402,F401  (fixture)
+
+
+def test_dotted_names_get_their_own_outputs(talking_heads, tmp_path, capsys):
+    """``show.part1.mp4`` / ``show.part2.mp4`` used to both become ``show.faces.npz``."""
+    import shutil
+
+    for part, clip in (("part1", "00010"), ("part2", "00015")):
+        shutil.copy(talking_heads / f"{clip}.mp4", tmp_path / f"show.{part}.mp4")
+    videos = [str(tmp_path / "show.part1.mp4"), str(tmp_path / "show.part2.mp4")]
+    assert main(["faces", *videos, "--out", str(tmp_path / "out"), "--embed-workers", "0", *ARGS]) == 0
+    assert listing(tmp_path / "out") == ["show.part1.faces.npz", "show.part2.faces.npz"]
+    for video in videos:
+        assert load_face_tracks(tmp_path / "out" / f"{video.split('/')[-1][:-4]}.faces.npz").video == video
+
+
+def test_unwritable_output_is_one_line_and_leaves_nothing(talking_heads, tmp_path, capsys, output_fault):
+    out = tmp_path / "out"
+    out.mkdir()
+    clip = talking_heads / "00010.mp4"
+    status = main(["faces", str(clip), "--out", str(out), "--contact-sheet", "--embed-workers", "0", *ARGS])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert f"cannot write {out / '00010.faces.npz'}" in err and "Traceback" not in err
+    assert ("Read-only" in err) if output_fault == "read_only" else ("No space left" in err)
+    assert listing(out) == []  # no partial file, no temporary left behind

@@ -198,3 +198,40 @@ def test_pyannote_database_protocol(tmp_path, ami_debug):
     assert min(Counter(r["spk_id"] for r in train).values()) >= 2
     with pytest.raises(ManifestError, match="No.Such.Protocol.*not found"):
         prepare_protocol("No.Such.Protocol", tmp_path)
+
+
+# ------------------------------------------------------------------ reliability (issue 12, point 2)
+
+
+def test_prepare_videos_keeps_dotted_names_apart(talking_heads, tmp_path):
+    """``show.part1.mp4`` and ``show.part2.mp4`` (two different people) used to share one
+    face cache ``show.faces.npz``: part2's turns got part1's face (teacher cosine 1.0)."""
+    import shutil
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(talking_heads / "00010.mp4", videos / "show.part1.mp4")  # th02
+    shutil.copy(talking_heads / "00015.mp4", videos / "show.part2.mp4")  # th03
+    rttm = tmp_path / "turns.rttm"
+    rttm.write_text("SPEAKER show.part1 1 0.0 4.0 <NA> <NA> A <NA> <NA>\n"
+                    "SPEAKER show.part2 1 0.0 4.0 <NA> <NA> B <NA> <NA>\n")
+    path = prepare_videos(videos, rttm, tmp_path / "out", max_turn=2.0, fps=2.0)
+    rows = read_manifest(path, face_dim=128)
+    assert sorted(p.name for p in (tmp_path / "out" / "face_tracks").iterdir()) == [
+        "show.part1.faces.npz", "show.part2.faces.npz"]
+    teacher = {}
+    for r in rows:
+        assert r["face"] is not None, r["ID"]
+        t = r["face"].mean(0)
+        teacher.setdefault(r["spk_id"], []).append(t / np.linalg.norm(t))
+    a, b = (np.mean(teacher[k], axis=0) for k in ("A", "B"))
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) < 0.95  # two people, two faces
+
+    # a cache file recorded for another video is refused, not silently reused
+    from xmodal_diar.training.manifests import cached_face_tracks
+
+    cache = tmp_path / "foreign"
+    cache.mkdir()
+    shutil.copy(tmp_path / "out" / "face_tracks" / "show.part1.faces.npz", cache / "show.part2.faces.npz")
+    with pytest.raises(ManifestError, match=r"show\.part2\.faces\.npz: holds the face tracks of .*show\.part1\.mp4"):
+        cached_face_tracks(videos / "show.part2.mp4", cache)

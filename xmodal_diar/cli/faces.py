@@ -1,6 +1,9 @@
 """``xmodal-diar faces VIDEO... --out DIR``: face tracks of each video to ``<stem>.faces.npz``.
 
-One file per video (see :mod:`xmodal_diar.faces.io`), optionally a PNG contact sheet
+One file per video (see :mod:`xmodal_diar.faces.io`), named by
+:func:`xmodal_diar.outputs.output_stems` (the name less its LAST suffix: ``show.part1.mp4``
+-> ``show.part1``; a path-derived stem when two inputs share a name) and written
+atomically (an output that cannot be written is reported and leaves no partial file), optionally a PNG contact sheet
 (``<stem>.faces.png``), a progress bar over sampled frames and a one-line summary per
 video. An unreadable video is reported (naming the file) and skipped; the exit status is
 then 1 after the other videos are done.
@@ -66,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     extractor = FaceExtractor(
         args.detector, args.landmarks, _embedder(args.embedder), keep_aligned=keep_aligned, embed_workers=args.embed_workers
     )
-    args.out.mkdir(parents=True, exist_ok=True)
+    from xmodal_diar.outputs import OutputError, output_stems
+
+    stems = output_stems(args.videos)
     failed = []
     for video in args.videos:
-        stem = Path(video).name.split(".")[0]
+        stem = stems[str(video)]
         started = time.perf_counter()
         try:
             result = extract_face_tracks(
@@ -86,11 +91,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"xmodal-diar faces: skipped {message}", file=sys.stderr)
             failed.append(video)
             continue
-        npz = result.save(args.out / f"{stem}.faces.npz", aligned=args.save_aligned)
-        sheet = ""
-        if args.contact_sheet:
-            png = save_contact_sheet(result.tracks, args.out / f"{stem}.faces.png", title=Path(video).name)
-            sheet = f" + {png.name}"
+        try:
+            npz = result.save(args.out / f"{stem}.faces.npz", aligned=args.save_aligned)
+            sheet = ""
+            if args.contact_sheet:
+                png = save_contact_sheet(result.tracks, args.out / f"{stem}.faces.png", title=Path(video).name)
+                sheet = f" + {png.name}"
+        except OutputError as exc:  # read-only folder, full disk: nothing partial is left
+            print(f"xmodal-diar faces: {video}: {exc}", file=sys.stderr)
+            failed.append(video)
+            continue
         seconds = time.perf_counter() - started
         print(
             f"{video}: {len(result.detections)} faces, {len(result.tracks)} tracks, {len(result.shot_cuts)} shot cuts, "
