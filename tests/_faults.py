@@ -1,7 +1,7 @@
 """Output faults for tests: a full disk and a read-only folder, simulated in the writer.
 
 Tests run as root (chmod does not stop root) and CI may not allow a tmpfs mount, so the
-one writer, :func:`xmodal_diar.outputs.atomic_write`, is made to fail the way the OS does:
+writers of :mod:`xmodal_diar.outputs` (``atomic_write``, ``atomic_dir``) are made to fail the way the OS does:
 ``read_only`` at the creation of its temporary file (``EROFS``), ``full_disk`` after the
 data is written, at ``fsync`` (``ENOSPC``), when a partial file exists on disk.
 """
@@ -28,6 +28,7 @@ def output_fault(request, monkeypatch):
 
     if request.param == "read_only":
         monkeypatch.setattr(outputs.tempfile, "mkstemp", _raise(errno.EROFS))
+        monkeypatch.setattr(outputs.tempfile, "mkdtemp", _raise(errno.EROFS))
     else:
         monkeypatch.setattr(outputs.os, "fsync", _raise(errno.ENOSPC))
     return request.param
