@@ -43,7 +43,7 @@ def test_reader_names_file_and_problem(tmp_path):
     (tmp_path / "empty.ckpt").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"empty\.ckpt: empty checkpoint file"):
         load_checkpoint(tmp_path / "empty.ckpt")
-    with pytest.raises(CheckpointError, match=r"half\.ckpt: not a readable PyTorch checkpoint .*truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"half\.ckpt: not a PyTorch checkpoint, or a truncated or corrupt one"):
         load_checkpoint(_truncate(shutil.copy(DEFAULT / "embedding_model.ckpt", tmp_path / "half.ckpt")))
     with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: expected a state_dict"):
         load_checkpoint(DEFAULT / "pytorch_model.bin", weights_only=False)
@@ -54,7 +54,7 @@ def test_export_of_a_truncated_checkpoint_names_it(save_folder, tmp_path, capsys
     _truncate(save_folder / "encoder.ckpt")
     assert main(["export", str(save_folder), "--out", str(tmp_path / "model")]) == 1
     err = capsys.readouterr().err
-    assert f"{save_folder / 'encoder.ckpt'}: not a readable PyTorch checkpoint" in err and "Traceback" not in err
+    assert f"{save_folder / 'encoder.ckpt'}: not a PyTorch checkpoint, or a truncated" in err and "Traceback" not in err
     assert not (tmp_path / "model").exists()
 
 
@@ -87,7 +87,7 @@ def corrupt_export(tmp_path):
 def test_encoder_classifier_on_a_corrupt_export_names_the_file(corrupt_export, tmp_path):
     from speechbrain.inference.speaker import EncoderClassifier
 
-    with pytest.raises(CheckpointError, match=r"corrupt_model/embedding_model\.ckpt: not a readable PyTorch"):
+    with pytest.raises(CheckpointError, match=r"corrupt_model/embedding_model\.ckpt: not a PyTorch checkpoint, or a truncated"):
         EncoderClassifier.from_hparams(source=str(corrupt_export), savedir=str(tmp_path / "sb"))
 
 
@@ -96,4 +96,4 @@ def test_evaluate_verification_with_a_corrupt_embedder_names_the_file(corrupt_ex
                    "--out", str(tmp_path / "report")])
     err = capsys.readouterr().err
     assert status == 1 and "Traceback" not in err
-    assert f"{corrupt_export / 'embedding_model.ckpt'}: not a readable PyTorch checkpoint" in err
+    assert f"{corrupt_export / 'embedding_model.ckpt'}: not a PyTorch checkpoint, or a truncated" in err

@@ -162,3 +162,19 @@ def test_empty_hypothesis_is_scored_as_all_missed(ami_debug, tmp_path):
     report = evaluate_diarization(load_rttms(reference), hypotheses, load_uems(ami_debug / "debug.development.uem"))
     row = report.per_file["dev00"]["der_full"]
     assert row["value"] == 1.0 and row["missed detection"] == row["total"] > 0
+
+
+from _faults import listing, output_fault  # noqa: E402,F401  (fixture)
+
+
+def test_evaluate_out_unwritable_is_one_line_and_leaves_nothing(ami_debug, tmp_path, capsys, output_fault):
+    from xmodal_diar.cli import main
+
+    reference = ami_debug / "debug.development.rttm"
+    out = tmp_path / "report"
+    out.mkdir()
+    status = main(["evaluate", "--reference", str(reference), "--hypothesis", str(reference),
+                   "--uem", str(ami_debug / "debug.development.uem"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and f"cannot write {out / 'diarization.json'}" in err
+    assert listing(out) == []

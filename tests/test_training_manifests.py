@@ -235,3 +235,48 @@ def test_prepare_videos_keeps_dotted_names_apart(talking_heads, tmp_path):
     shutil.copy(tmp_path / "out" / "face_tracks" / "show.part1.faces.npz", cache / "show.part2.faces.npz")
     with pytest.raises(ManifestError, match=r"show\.part2\.faces\.npz: holds the face tracks of .*show\.part1\.mp4"):
         cached_face_tracks(videos / "show.part2.mp4", cache)
+
+
+from _faults import listing, output_fault  # noqa: E402,F401  (fixture)
+
+
+def test_prepare_to_an_unwritable_folder_is_one_line(talking_heads, tmp_path, capsys, output_fault):
+    from xmodal_diar.cli import main
+
+    rttm = tmp_path / "turns.rttm"
+    rttm.write_text("SPEAKER 00010 1 0.0 4.0 <NA> <NA> A <NA> <NA>\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["prepare", "videos", str(talking_heads), str(rttm), "--out", str(out), "--no-faces"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {out / 'train.csv'}" in err
+    assert listing(out) == []
+
+
+# ------------------------------------------------------------------ reliability (issue 12, point 7)
+
+
+def test_bad_audio_rows_are_all_reported_before_training(librispeech_test, tmp_path):
+    """A missing file, random bytes and a stop past the end: one error listing the three,
+    raised by dataio_prep before any dataset or batch exists."""
+    from xmodal_diar.audio import audio_info
+    from xmodal_diar.training.dataio import dataio_prep
+
+    flacs = sorted(librispeech_test.rglob("*.flac"))[:4]
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(np.random.default_rng(0).bytes(20_000))
+    header = ["ID", "duration", "wav", "start", "stop", "spk_id"]
+    rows = [[f"good{k}", 1.0, str(f), 0, 16000, f"s{k % 2}"] for k, f in enumerate(flacs)]
+    end = int(audio_info(flacs[0]).duration * 16000)
+    rows += [["missing", 1.0, str(tmp_path / "gone.flac"), 0, 16000, "s0"],
+             ["garbage", 1.0, str(garbage), 0, 16000, "s1"],
+             ["too_long", 1.0, str(flacs[0]), end - 8000, end + 16000, "s0"]]
+    csv_path = _write_csv(tmp_path / "train.csv", header, rows)
+    with pytest.raises(ManifestError) as info:
+        dataio_prep({"train_annotation": str(csv_path), "face_dim": 128, "save_folder": str(tmp_path / "save")})
+    message = str(info.value)
+    assert message.startswith(f"{csv_path}: 3 of 7 rows have unusable audio")
+    assert "ID 'missing'" in message and "gone.flac: no such file" in message
+    assert "ID 'garbage'" in message and "unreadable audio" in message
+    assert "ID 'too_long'" in message and "is after the end of" in message
+    assert "good" not in message

@@ -49,7 +49,7 @@ def load_checkpoint(path: PathLike, kind: str = "state_dict", *, weights_only: b
     except Exception as exc:  # PytorchStreamReader (zip), UnpicklingError, EOFError, OSError(EINVAL) ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({size} bytes; truncated or corrupt file?): {reason}"
+            f"{path}: not a PyTorch checkpoint, or a truncated or corrupt one ({size} bytes): {reason}"
         ) from exc
     if kind == "state_dict":
         if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):

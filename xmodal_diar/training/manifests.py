@@ -154,6 +154,45 @@ def check_identities(rows: Sequence[dict], path: PathLike, min_samples: int = 2)
     return counts
 
 
+#: Slack (s) between a row's ``stop`` and the end of its audio: rounding to samples, and
+#: container durations that differ from the decoded length by a frame.
+STOP_TOLERANCE = 0.01
+
+
+def check_audio(rows: Sequence[dict], path: PathLike, max_listed: int = 50) -> None:
+    """Check the audio of every row before training: the file exists, its header reads
+    (:func:`xmodal_diar.audio.audio_info`: headers only, each file once) and it lasts at
+    least ``stop``. All bad rows are reported at once in one :class:`ManifestError`, so
+    that a bad path does not crash a run hours in, at the batch that first draws it."""
+    from xmodal_diar.audio import AudioError, audio_info
+
+    durations: dict = {}
+    problems = []
+    for row in rows:
+        wav = row["wav"]
+        if wav not in durations:
+            try:
+                durations[wav] = audio_info(wav).duration
+            except AudioError as exc:
+                durations[wav] = exc
+        duration = durations[wav]
+        where = f"ID {row['ID']!r}"
+        if isinstance(duration, AudioError):
+            problems.append(f"{where}: {duration}")
+        elif row["stop"] / SAMPLE_RATE > duration + STOP_TOLERANCE:
+            problems.append(
+                f"{where}: stop {row['stop']} samples ({row['stop'] / SAMPLE_RATE:.2f} s) is after the end of "
+                f"{wav} ({duration:.2f} s)"
+            )
+    if problems:
+        listed = "\n  ".join(problems[:max_listed])
+        more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+        raise ManifestError(
+            f"{path}: {len(problems)} of {len(rows)} rows have unusable audio (fix or drop them, or rebuild "
+            f"the manifest with `xmodal-diar prepare`):\n  {listed}{more}"
+        )
+
+
 # --------------------------------------------------------------------------- writing
 
 
