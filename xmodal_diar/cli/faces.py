@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -60,8 +61,20 @@ def _embedder(value: str):
     return build_embedder("onnx" if value.endswith(".onnx") else "torchscript", path=value)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks run (see :func:`run`)."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def run(args: argparse.Namespace) -> int:
-    from xmodal_diar.faces import FaceExtractor, extract_face_tracks, save_contact_sheet
+    """Extract every video; SIGTERM or Ctrl-C end the run with one line (exit 143 / 130)
+    after the embedding worker process is shut down (nothing partial is written: outputs
+    are atomic). Without this, SIGTERM's default action killed only this process and left
+    the worker and multiprocessing's resource tracker running."""
+    from xmodal_diar.faces import FaceExtractor
 
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
@@ -69,6 +82,25 @@ def run(args: argparse.Namespace) -> int:
     extractor = FaceExtractor(
         args.detector, args.landmarks, _embedder(args.embedder), keep_aligned=keep_aligned, embed_workers=args.embed_workers
     )
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        failed = _extract_all(args, extractor)
+    except (_Terminated, KeyboardInterrupt) as exc:
+        interrupted = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated (SIGTERM)"
+        print(f"xmodal-diar faces: {interrupted}; outputs written so far are complete", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        extractor.close()
+    if failed:
+        print(f"xmodal-diar faces: {len(failed)} of {len(args.videos)} videos failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _extract_all(args: argparse.Namespace, extractor) -> list:
+    """Face tracks of each video written to ``args.out``; returns the videos that failed."""
+    from xmodal_diar.faces import extract_face_tracks, save_contact_sheet
     from xmodal_diar.outputs import OutputError, output_stems
 
     stems = output_stems(args.videos)
@@ -106,8 +138,4 @@ def run(args: argparse.Namespace) -> int:
             f"{video}: {len(result.detections)} faces, {len(result.tracks)} tracks, {len(result.shot_cuts)} shot cuts, "
             f"{result.duration:.1f} s of video in {seconds:.1f} s -> {npz}{sheet}"
         )
-    extractor.close()
-    if failed:
-        print(f"xmodal-diar faces: {len(failed)} of {len(args.videos)} videos failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return failed
