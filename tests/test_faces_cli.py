@@ -117,11 +117,13 @@ def test_sigterm_stops_the_embedding_worker_too(talking_heads, tmp_path):
     out = tmp_path / "out"
     clips = [str(talking_heads / f"{c}.mp4") for c in ("00086", "00098", "00373", "681100216")]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "xmodal_diar", "faces", *clips, "--out", str(out), "--every-frame",
-         "--embed-every", "1", "--embed-workers", "1", "--detector", "dlib-hog", "--quiet"],
-        stderr=subprocess.PIPE, text=True, env=env,
-    )
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a surviving worker would hold a pipe open
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xmodal_diar", "faces", *clips, "--out", str(out), "--every-frame",
+             "--embed-every", "1", "--embed-workers", "1", "--detector", "dlib-hog", "--quiet"],
+            stderr=stderr, env=env,
+        )
     deadline = time.monotonic() + 120
     helpers: set = set()
     while time.monotonic() < deadline and proc.poll() is None and len(helpers) < 2:
@@ -130,11 +132,15 @@ def test_sigterm_stops_the_embedding_worker_too(talking_heads, tmp_path):
     assert proc.poll() is None and len(helpers) >= 2, "the worker did not start before the run ended"
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143
-    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    proc.wait(timeout=60)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_alive(p) for p in helpers):
         time.sleep(0.2)
-    assert not [p for p in helpers if _alive(p)], "worker or resource tracker still running"
+    left = [p for p in helpers if _alive(p)]
+    for p in left:  # do not leave them behind when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, "worker or resource tracker still running"
+    err = log.read_text()
+    assert proc.returncode == 143
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
     assert all(not p.name.startswith(".") for p in out.glob("*")) if out.exists() else True  # no temporary left
