@@ -487,7 +487,12 @@ def prepare_videos(
     paired with tracks; writes ``out_dir/<name>.csv``."""
     video_dir = _require_dir(video_dir, "videos", "point to the folder of <uri>.mp4 files named in the RTTM")
     out = Path(out_dir)
-    videos = {p.stem: p for p in sorted(video_dir.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES}
+    videos: dict = {}
+    for p in sorted(video_dir.iterdir()):
+        if p.suffix.lower() in VIDEO_SUFFIXES:
+            if p.stem in videos:  # show.mp4 and show.mkv: which one the RTTM's uri means is unknown
+                raise ManifestError(f"{video_dir}: two videos for uri {p.stem!r}: {videos[p.stem].name} and {p.name}")
+            videos[p.stem] = p
     if not videos:
         raise ManifestError(f"{video_dir}: no video file ({', '.join(VIDEO_SUFFIXES)})")
     rows = []
