@@ -174,3 +174,68 @@ def test_agrees_with_pyannote_audio_decoding_when_torchcodec_works():
     ours = load_audio(sample)
     assert sr == 16000 and theirs.shape == (1, ours.shape[0])
     assert float((theirs[0] - ours).abs().max()) < 1e-4
+
+
+# ------------------------------------------------------------------ reliability (issue 12, points 4 and 10)
+
+
+def _mp3_from(waveform: np.ndarray, sr: int, path: Path) -> Path:
+    """Encode real audio as MP3 with PyAV's own FFmpeg (LAME), Xing header included."""
+    with av.open(str(path), "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=sr)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(waveform[None].astype(np.float32), format="fltp", layout="mono")
+        frame.sample_rate = sr
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_wav_written_to_a_pipe_loads_whole(ami_debug, tmp_path):
+    """ffmpeg/sox writing to a pipe cannot seek back: RIFF and data sizes stay 0xFFFFFFFF."""
+    source = ami_debug / "dev00.wav"
+    data, sr = sf.read(source, dtype="int16")
+    path = tmp_path / "piped.wav"
+    sf.write(path, data, sr, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    at = raw.find(b"data")
+    raw[4:8] = raw[at + 4 : at + 8] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(raw))
+    loaded = load_audio(path)
+    assert loaded.shape[0] == len(data) == sf.info(path).frames
+    assert torch.allclose(loaded, torch.from_numpy(data / 32768.0).float(), atol=1e-6)
+
+
+def test_half_truncated_mp3_warns(ami_debug, tmp_path):
+    x, sr = sf.read(ami_debug / "dev00.wav", dtype="float32")
+    whole = _mp3_from(x, sr, tmp_path / "whole.mp3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert abs(load_audio(whole).shape[0] / 16000 - 30.0) < 0.1
+    half = tmp_path / "half.mp3"
+    half.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.warns(AudioWarning, match=r"half\.mp3: decoded 1\d\.\d\d s of audio, the container announces 30"):
+        load_audio(half)
+
+
+def test_random_bytes_named_mp3_name_the_file(tmp_path):
+    path = tmp_path / "noise.mp3"
+    for seed in range(8):  # several of these open in FFmpeg with a 0-channel stream
+        path.write_bytes(np.random.default_rng(seed).bytes(100_000))
+        with pytest.raises(AudioError) as info:
+            load_audio(path)
+        assert str(path) in str(info.value)
+
+
+def test_huge_finite_samples_are_refused_with_the_cause(librispeech_test, tmp_path):
+    x, sr = sf.read(_first_flac(librispeech_test), dtype="float32")
+    path = tmp_path / "huge.wav"
+    sf.write(path, x * 1e30, sr, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"huge\.wav: samples up to .*not audio at any known scale"):
+        load_audio(path)
+    int_scaled = tmp_path / "int_scaled.wav"  # integer PCM stored as float: loads (with the clipping warning)
+    sf.write(int_scaled, x * 32767, sr, subtype="FLOAT")
+    with pytest.warns(AudioWarning):
+        assert torch.isfinite(load_audio(int_scaled)).all()

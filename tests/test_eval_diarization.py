@@ -109,3 +109,72 @@ def test_missing_hypothesis_and_bad_paths_raise(development, tmp_path):
     empty_db.write_text("Protocols: {}\n")
     with pytest.raises(ValueError, match="NoSuch"):
         protocol_references(empty_db, "NoSuch.Protocol")
+
+
+# ------------------------------------------------------------------ reliability (issue 12, point 3)
+
+
+def _dev00_reference(ami_debug, tmp_path):
+    path = tmp_path / "ref.rttm"
+    lines = [l for l in (ami_debug / "debug.development.rttm").read_text().splitlines() if " dev00 " in l]
+    path.write_text("\n".join(lines) + "\n")
+    return path, lines
+
+
+@pytest.mark.parametrize("uem", ["dev00 NA 100.0 200.0", "dev00 NA 20.0 10.0"])
+def test_uem_outside_file_or_reversed_is_an_error(ami_debug, tmp_path, capsys, uem):
+    from xmodal_diar.cli import main
+
+    reference, _ = _dev00_reference(ami_debug, tmp_path)
+    (tmp_path / "x.uem").write_text(uem + "\n")
+    code = main(["evaluate", "--reference", str(reference), "--hypothesis", str(reference),
+                 "--uem", str(tmp_path / "x.uem")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "DER" not in capsys.readouterr().out
+    assert ("x.uem, line 1" in err and "reversed" in err) or ("UEM" in err and "none of the reference speech" in err)
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda f: f[:5], "needs at least 8"),  # missing fields
+        (lambda f: f[:4] + ["-0.5"] + f[5:], "duration '-0.5'"),
+        (lambda f: f[:3] + ["nan"] + f[4:], "start 'nan'"),
+    ],
+)
+def test_malformed_rttm_line_names_file_and_line(ami_debug, tmp_path, edit, problem):
+    from xmodal_diar.eval.diarization import AnnotationFileError, read_rttm
+
+    _, lines = _dev00_reference(ami_debug, tmp_path)
+    lines[2] = " ".join(edit(lines[2].split()))
+    bad = tmp_path / "bad.rttm"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AnnotationFileError, match=rf"bad\.rttm, line 3: .*{problem}"):
+        read_rttm(bad)
+
+
+def test_empty_hypothesis_is_scored_as_all_missed(ami_debug, tmp_path):
+    reference, _ = _dev00_reference(ami_debug, tmp_path)
+    (tmp_path / "dev00.rttm").write_text("")
+    hypotheses = load_rttms(tmp_path / "dev00.rttm")
+    assert list(hypotheses) == ["dev00"] and not hypotheses["dev00"]
+    report = evaluate_diarization(load_rttms(reference), hypotheses, load_uems(ami_debug / "debug.development.uem"))
+    row = report.per_file["dev00"]["der_full"]
+    assert row["value"] == 1.0 and row["missed detection"] == row["total"] > 0
+
+
+from _faults import listing, output_fault  # noqa: E402,F401  (fixture)
+
+
+def test_evaluate_out_unwritable_is_one_line_and_leaves_nothing(ami_debug, tmp_path, capsys, output_fault):
+    from xmodal_diar.cli import main
+
+    reference = ami_debug / "debug.development.rttm"
+    out = tmp_path / "report"
+    out.mkdir()
+    status = main(["evaluate", "--reference", str(reference), "--hypothesis", str(reference),
+                   "--uem", str(ami_debug / "debug.development.uem"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and f"cannot write {out / 'diarization.json'}" in err
+    assert listing(out) == []

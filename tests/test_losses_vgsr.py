@@ -334,3 +334,12 @@ def test_snr_bad_inputs_raise_clear_errors():
         estimate_snr(torch.randn(1, 2, 1000))
     with pytest.raises(ValueError, match="snr_ceiling"):
         snr_to_quality(torch.tensor(3.0), snr_floor=10.0, snr_ceiling=5.0)
+
+
+@pytest.mark.parametrize("distance", ["l2", "cosine", "relational"])
+def test_mkd_raises_on_nan_face_embeddings(distance):
+    """Like the other losses: a NaN teacher is a data error, not a NaN loss (issue 12, point 7)."""
+    face = F.normalize(torch.randn(4, 3), dim=-1)
+    face[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="MarginKnowledgeDistillation: face contains NaN"):
+        MarginKnowledgeDistillation(speaker_dim=3, face_dim=3, distance=distance)(torch.randn(4, 3), face)

@@ -198,3 +198,85 @@ def test_pyannote_database_protocol(tmp_path, ami_debug):
     assert min(Counter(r["spk_id"] for r in train).values()) >= 2
     with pytest.raises(ManifestError, match="No.Such.Protocol.*not found"):
         prepare_protocol("No.Such.Protocol", tmp_path)
+
+
+# ------------------------------------------------------------------ reliability (issue 12, point 2)
+
+
+def test_prepare_videos_keeps_dotted_names_apart(talking_heads, tmp_path):
+    """``show.part1.mp4`` and ``show.part2.mp4`` (two different people) used to share one
+    face cache ``show.faces.npz``: part2's turns got part1's face (teacher cosine 1.0)."""
+    import shutil
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(talking_heads / "00010.mp4", videos / "show.part1.mp4")  # th02
+    shutil.copy(talking_heads / "00015.mp4", videos / "show.part2.mp4")  # th03
+    rttm = tmp_path / "turns.rttm"
+    rttm.write_text("SPEAKER show.part1 1 0.0 4.0 <NA> <NA> A <NA> <NA>\n"
+                    "SPEAKER show.part2 1 0.0 4.0 <NA> <NA> B <NA> <NA>\n")
+    path = prepare_videos(videos, rttm, tmp_path / "out", max_turn=2.0, fps=2.0)
+    rows = read_manifest(path, face_dim=128)
+    assert sorted(p.name for p in (tmp_path / "out" / "face_tracks").iterdir()) == [
+        "show.part1.faces.npz", "show.part2.faces.npz"]
+    teacher = {}
+    for r in rows:
+        assert r["face"] is not None, r["ID"]
+        t = r["face"].mean(0)
+        teacher.setdefault(r["spk_id"], []).append(t / np.linalg.norm(t))
+    a, b = (np.mean(teacher[k], axis=0) for k in ("A", "B"))
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) < 0.95  # two people, two faces
+
+    # a cache file recorded for another video is refused, not silently reused
+    from xmodal_diar.training.manifests import cached_face_tracks
+
+    cache = tmp_path / "foreign"
+    cache.mkdir()
+    shutil.copy(tmp_path / "out" / "face_tracks" / "show.part1.faces.npz", cache / "show.part2.faces.npz")
+    with pytest.raises(ManifestError, match=r"show\.part2\.faces\.npz: holds the face tracks of .*show\.part1\.mp4"):
+        cached_face_tracks(videos / "show.part2.mp4", cache)
+
+
+from _faults import listing, output_fault  # noqa: E402,F401  (fixture)
+
+
+def test_prepare_to_an_unwritable_folder_is_one_line(talking_heads, tmp_path, capsys, output_fault):
+    from xmodal_diar.cli import main
+
+    rttm = tmp_path / "turns.rttm"
+    rttm.write_text("SPEAKER 00010 1 0.0 4.0 <NA> <NA> A <NA> <NA>\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert main(["prepare", "videos", str(talking_heads), str(rttm), "--out", str(out), "--no-faces"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write {out / 'train.csv'}" in err
+    assert listing(out) == []
+
+
+# ------------------------------------------------------------------ reliability (issue 12, point 7)
+
+
+def test_bad_audio_rows_are_all_reported_before_training(librispeech_test, tmp_path):
+    """A missing file, random bytes and a stop past the end: one error listing the three,
+    raised by dataio_prep before any dataset or batch exists."""
+    from xmodal_diar.audio import audio_info
+    from xmodal_diar.training.dataio import dataio_prep
+
+    flacs = sorted(librispeech_test.rglob("*.flac"))[:4]
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(np.random.default_rng(0).bytes(20_000))
+    header = ["ID", "duration", "wav", "start", "stop", "spk_id"]
+    rows = [[f"good{k}", 1.0, str(f), 0, 16000, f"s{k % 2}"] for k, f in enumerate(flacs)]
+    end = int(audio_info(flacs[0]).duration * 16000)
+    rows += [["missing", 1.0, str(tmp_path / "gone.flac"), 0, 16000, "s0"],
+             ["garbage", 1.0, str(garbage), 0, 16000, "s1"],
+             ["too_long", 1.0, str(flacs[0]), end - 8000, end + 16000, "s0"]]
+    csv_path = _write_csv(tmp_path / "train.csv", header, rows)
+    with pytest.raises(ManifestError) as info:
+        dataio_prep({"train_annotation": str(csv_path), "face_dim": 128, "save_folder": str(tmp_path / "save")})
+    message = str(info.value)
+    assert message.startswith(f"{csv_path}: 3 of 7 rows have unusable audio")
+    assert "ID 'missing'" in message and "gone.flac: no such file" in message
+    assert "ID 'garbage'" in message and "unreadable audio" in message
+    assert "ID 'too_long'" in message and "is after the end of" in message
+    assert "good" not in message

@@ -14,7 +14,10 @@ Accepted sources
 Stereo is down-mixed (channel mean), other rates are resampled with
 :func:`torchaudio.functional.resample`. Every failure raises :class:`AudioError` naming
 the source and the problem: missing, unreadable or truncated file, no audio stream,
-zero-length audio, NaN or infinite samples. Audio that decodes but is mostly at full
+zero-length audio, NaN or infinite samples, samples beyond :data:`MAX_AMPLITUDE` (not audio
+at any known scale). A WAV written to a pipe (sizes 0xFFFFFFFF) reads to the end of the
+file, as libsndfile and sox read it; a decoded stream shorter than its container announces
+(half-truncated MP3) loads with an :class:`AudioWarning`. Audio that decodes but is mostly at full
 scale (clipped, or not audio at all) loads as it is, with an :class:`AudioWarning`, since
 anything computed on it is unreliable.
 """
@@ -34,6 +37,13 @@ import torchaudio.functional as AF
 SAMPLE_RATE = 16000
 #: Extensions read through libsndfile (exact, seekable); everything else goes through PyAV.
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".aiff", ".aif", ".au", ".sph"}
+
+#: RIFF/data chunk size written by streaming writers (ffmpeg, sox to a pipe).
+STREAMED_SIZE = 0xFFFFFFFF
+#: Largest accepted |sample|. Float audio is nominally within ±1 and integer PCM stored as
+#: float within ±32768; larger samples are not audio at any known scale (corrupt float
+#: data) and overflow float32 once squared in the features (NaN embeddings downstream).
+MAX_AMPLITUDE = 65536.0
 
 AudioSource = Union[str, Path, Mapping, torch.Tensor, np.ndarray]
 
@@ -146,6 +156,12 @@ def _finalise(waveform: torch.Tensor, sr: int, sample_rate: int, name: str) -> t
     if not torch.isfinite(waveform).all():
         bad = int((~torch.isfinite(waveform)).sum())
         raise AudioError(f"{name}: {bad} NaN or infinite samples")
+    peak = float(waveform.abs().max())
+    if peak > MAX_AMPLITUDE:
+        raise AudioError(
+            f"{name}: samples up to {peak:.3g} in absolute value, beyond {MAX_AMPLITUDE:g}: not audio at any "
+            "known scale (float audio is within ±1, integer PCM within ±32768); corrupt float data?"
+        )
     clipped = float((waveform.abs() >= FULL_SCALE).float().mean())
     if clipped > CLIPPED_FRACTION:
         warnings.warn(
@@ -198,8 +214,10 @@ def _read_soundfile(path: Path, start, end) -> tuple[torch.Tensor, int]:
                 raise AudioError(f"{path}: zero-length audio")
             # libsndfile silently shortens a WAV whose data chunk runs past the end of the
             # file; its log says "data : N (should be M)".
+            # A WAV written to a pipe announces 0xFFFFFFFF (size unknown when the header was
+            # written): its data runs to the end of the file, as libsndfile and sox read it.
             short = re.search(r"^data\s*:\s*(\d+) \(should be (\d+)\)", f.extra_info, re.M)
-            if short:
+            if short and int(short.group(1)) != STREAMED_SIZE:
                 raise AudioError(
                     f"{path}: truncated file: header announces {short.group(1)} bytes of audio, "
                     f"only {short.group(2)} are there"
@@ -230,18 +248,31 @@ def _open_av(path: Path):
     if not container.streams.audio:
         container.close()
         raise AudioError(f"{path}: no audio stream in this file")
+    stream = container.streams.audio[0]
+    if not stream.channels or not stream.rate:
+        container.close()
+        raise AudioError(
+            f"{path}: not a valid audio file (its audio stream has {stream.channels} channels at "
+            f"{stream.rate} Hz; random or corrupt bytes?)"
+        )
     return container
+
+
+def _announced_duration(container, stream) -> Optional[float]:
+    """Duration (s) of the audio stream in the container's headers, None when absent."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
 
 
 def _av_info(path: Path) -> AudioInfo:
     container = _open_av(path)
     with container:
         stream = container.streams.audio[0]
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
-        else:  # no duration in the headers: decode to count
+        duration = _announced_duration(container, stream)
+        if duration is None:  # no duration in the headers: decode to count
             duration = sum(frame.samples for frame in container.decode(stream)) / stream.rate
         return AudioInfo(duration, int(stream.rate), int(stream.channels))
 
@@ -256,7 +287,10 @@ def _read_av(path: Path, start, end) -> tuple[torch.Tensor, int]:
         stream = container.streams.audio[0]
         sr = int(stream.rate)
         # Planar float keeps the native layout and rate: timestamps stay exact.
-        converter = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=sr)
+        try:
+            converter = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=sr)
+        except (ValueError, av.error.FFmpegError) as exc:
+            raise AudioError(f"{path}: unsupported or corrupt audio stream ({exc})") from exc
         if start:
             container.seek(int(start / stream.time_base), stream=stream, backward=True, any_frame=False)
         try:
@@ -272,9 +306,19 @@ def _read_av(path: Path, start, end) -> tuple[torch.Tensor, int]:
                 chunks.append(out.to_ndarray())
         except av.error.FFmpegError as exc:
             raise AudioError(f"{path}: corrupt or truncated audio stream ({exc})") from exc
+        announced = _announced_duration(container, stream)
     if not chunks:
         raise AudioError(f"{path}: zero-length audio (no decodable audio frame)")
     data = np.concatenate(chunks, axis=1)
+    decoded_end = (first_time or 0.0) + data.shape[1] / sr
+    wanted_end = announced if end is None or announced is None else min(end, announced)
+    if wanted_end is not None and decoded_end < wanted_end - max(0.5, 0.02 * wanted_end):
+        warnings.warn(
+            f"{path}: decoded {decoded_end:.2f} s of audio, the container announces {announced:.2f} s "
+            "(truncated file?); the rest is missing",
+            AudioWarning,
+            stacklevel=3,
+        )
     offset = int(round(((start or 0.0) - (first_time or 0.0)) * sr))
     offset = max(offset, 0)
     stop = data.shape[1] if end is None else min(data.shape[1], offset + int(round((end - (start or 0.0)) * sr)))

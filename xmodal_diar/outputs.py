@@ -4,6 +4,8 @@
   and renames it over the target: a reader sees the old file or the complete new one,
   never a partial one, and a failure (full disk, read-only folder) leaves nothing behind
   and raises :class:`OutputError` naming the file.
+- :func:`atomic_dir` does the same for a folder of files written by a writer that takes
+  a folder (a model directory): the files appear once all are complete.
 - :func:`output_stems` gives each input a distinct output stem: its file name without
   the LAST suffix (``show.part1.mp4`` -> ``show.part1``), and, when two inputs would get
   the same stem (``d1/clip.wav``, ``d2/clip.wav``), a stem derived from the whole path.
@@ -48,6 +50,38 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """``with atomic_dir(out) as tmp: <write files into tmp>``: the files appear in ``out``
+    only once all are written and flushed to disk, each by a rename (a writer that cannot
+    write into a file object, e.g. a whole model directory). On failure nothing of this
+    write is left in ``out`` and :class:`OutputError` names ``out``."""
+    import shutil
+
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        yield tmp
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        for f in files:
+            with open(f, "rb") as fp:
+                os.fsync(fp.fileno())
+        path.mkdir(exist_ok=True)
+        for f in files:
+            target = path / f.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(f, target)
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: PathLike, text: str) -> Path:

@@ -138,10 +138,9 @@ def load_turn_embedding_model(path: Union[str, Path]) -> TurnEmbeddingModel:
     file = path / CHECKPOINT_NAME if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such checkpoint")
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ValueError(f"{file}: not a PyTorch checkpoint ({exc})") from exc
+    from xmodal_diar.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(file, "any", weights_only=False)
     arch = ckpt.get("pyannote.audio", {}).get("architecture") if isinstance(ckpt, dict) else None
     if arch is None:
         raise ValueError(f"{file}: not a pyannote.audio checkpoint (no 'pyannote.audio' entry)")

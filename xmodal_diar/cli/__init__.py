@@ -61,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0 if not argv else 2
     try:
         return int(args.handler(args) or 0)
-    except (FileNotFoundError, ValueError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: FileNotFoundError, outputs.OutputError (full disk, read-only)
         print(f"xmodal-diar {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

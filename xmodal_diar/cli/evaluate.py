@@ -80,10 +80,10 @@ def register(subparsers) -> None:
 
 
 def _write_json(out: Path, name: str, report: dict) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / name
-    path.write_text(json.dumps(report, indent=2, default=float))
-    return path
+    """``out/name`` written atomically (:class:`~xmodal_diar.outputs.OutputError` names it on failure)."""
+    from xmodal_diar.outputs import write_text
+
+    return write_text(out / name, json.dumps(report, indent=2, default=float))
 
 
 def _embed(args) -> tuple[dict, list, object]:

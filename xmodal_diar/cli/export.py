@@ -5,7 +5,9 @@ the ``encoder.json`` that :class:`~xmodal_diar.training.CrossModalBrain` writes)
 ``CKPT+...`` folder in it. The encoder is rebuilt from ``encoder.json`` and its
 ``encoder.ckpt``, then :func:`xmodal_diar.adapters.speechbrain.export_model_dir` writes
 ``hyperparams.yaml`` + ``embedding_model.ckpt`` (``EncoderClassifier.from_hparams``),
-``pytorch_model.bin`` (pyannote), ``config.yaml``, ``xmodal_diar.json`` and a model card.
+``pytorch_model.bin`` (pyannote), ``config.yaml``, ``xmodal_diar.json`` and a model card,
+all at once (:func:`xmodal_diar.outputs.atomic_dir`). A truncated or corrupt checkpoint is
+reported by :func:`xmodal_diar.checkpoints.load_checkpoint`, naming the file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         card = (f"# xmodal-diar speaker-turn encoder ({info.get('method') or 'recipe'})\n\n"
                 f"- encoder: `{info['encoder']}` {info['config']}\n- checkpoint: `{ckpt}`\n")
-    out = export_model_dir(encoder, args.out, card=card, metadata={"method": info.get("method"), "checkpoint": str(ckpt)})
-    print(f"{ckpt} -> {out} ({info['encoder']}, {encoder.dimension}-D)")
+    from xmodal_diar.outputs import atomic_dir
+
+    with atomic_dir(args.out) as tmp:  # all files or none: a failed export leaves no partial model dir
+        export_model_dir(encoder, tmp, card=card, metadata={"method": info.get("method"), "checkpoint": str(ckpt)})
+    print(f"{ckpt} -> {args.out} ({info['encoder']}, {encoder.dimension}-D)")
     return 0

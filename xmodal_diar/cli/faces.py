@@ -1,6 +1,9 @@
 """``xmodal-diar faces VIDEO... --out DIR``: face tracks of each video to ``<stem>.faces.npz``.
 
-One file per video (see :mod:`xmodal_diar.faces.io`), optionally a PNG contact sheet
+One file per video (see :mod:`xmodal_diar.faces.io`), named by
+:func:`xmodal_diar.outputs.output_stems` (the name less its LAST suffix: ``show.part1.mp4``
+-> ``show.part1``; a path-derived stem when two inputs share a name) and written
+atomically (an output that cannot be written is reported and leaves no partial file), optionally a PNG contact sheet
 (``<stem>.faces.png``), a progress bar over sampled frames and a one-line summary per
 video. An unreadable video is reported (naming the file) and skipped; the exit status is
 then 1 after the other videos are done.
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -57,8 +61,20 @@ def _embedder(value: str):
     return build_embedder("onnx" if value.endswith(".onnx") else "torchscript", path=value)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``finally`` blocks run (see :func:`run`)."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
 def run(args: argparse.Namespace) -> int:
-    from xmodal_diar.faces import FaceExtractor, extract_face_tracks, save_contact_sheet
+    """Extract every video; SIGTERM or Ctrl-C end the run with one line (exit 143 / 130)
+    after the embedding worker process is shut down (nothing partial is written: outputs
+    are atomic). Without this, SIGTERM's default action killed only this process and left
+    the worker and multiprocessing's resource tracker running."""
+    from xmodal_diar.faces import FaceExtractor
 
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
@@ -66,10 +82,31 @@ def run(args: argparse.Namespace) -> int:
     extractor = FaceExtractor(
         args.detector, args.landmarks, _embedder(args.embedder), keep_aligned=keep_aligned, embed_workers=args.embed_workers
     )
-    args.out.mkdir(parents=True, exist_ok=True)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        failed = _extract_all(args, extractor)
+    except (_Terminated, KeyboardInterrupt) as exc:
+        interrupted = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated (SIGTERM)"
+        print(f"xmodal-diar faces: {interrupted}; outputs written so far are complete", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        extractor.close()
+    if failed:
+        print(f"xmodal-diar faces: {len(failed)} of {len(args.videos)} videos failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _extract_all(args: argparse.Namespace, extractor) -> list:
+    """Face tracks of each video written to ``args.out``; returns the videos that failed."""
+    from xmodal_diar.faces import extract_face_tracks, save_contact_sheet
+    from xmodal_diar.outputs import OutputError, output_stems
+
+    stems = output_stems(args.videos)
     failed = []
     for video in args.videos:
-        stem = Path(video).name.split(".")[0]
+        stem = stems[str(video)]
         started = time.perf_counter()
         try:
             result = extract_face_tracks(
@@ -86,18 +123,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"xmodal-diar faces: skipped {message}", file=sys.stderr)
             failed.append(video)
             continue
-        npz = result.save(args.out / f"{stem}.faces.npz", aligned=args.save_aligned)
-        sheet = ""
-        if args.contact_sheet:
-            png = save_contact_sheet(result.tracks, args.out / f"{stem}.faces.png", title=Path(video).name)
-            sheet = f" + {png.name}"
+        try:
+            npz = result.save(args.out / f"{stem}.faces.npz", aligned=args.save_aligned)
+            sheet = ""
+            if args.contact_sheet:
+                png = save_contact_sheet(result.tracks, args.out / f"{stem}.faces.png", title=Path(video).name)
+                sheet = f" + {png.name}"
+        except OutputError as exc:  # read-only folder, full disk: nothing partial is left
+            print(f"xmodal-diar faces: {video}: {exc}", file=sys.stderr)
+            failed.append(video)
+            continue
         seconds = time.perf_counter() - started
         print(
             f"{video}: {len(result.detections)} faces, {len(result.tracks)} tracks, {len(result.shot_cuts)} shot cuts, "
             f"{result.duration:.1f} s of video in {seconds:.1f} s -> {npz}{sheet}"
         )
-    extractor.close()
-    if failed:
-        print(f"xmodal-diar faces: {len(failed)} of {len(args.videos)} videos failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    return failed

@@ -14,11 +14,15 @@ its ``DiarizationPurity`` / ``DiarizationCoverage`` on the annotations cropped t
 
 Inputs: ``{uri: Annotation}`` mappings, loaded from RTTM/UEM files or folders
 (:func:`load_rttms`, :func:`load_uems`) or from a pyannote.database protocol
-(:func:`protocol_references`).
+(:func:`protocol_references`). :func:`read_rttm` / :func:`read_uem` are the one reader of
+these formats: every line is checked (missing fields, negative or non-finite times,
+reversed UEM segments raise :class:`AnnotationFileError` naming file and line), and an
+empty RTTM file is a valid "no speech" output.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,18 +47,89 @@ def _files(path: PathLike, suffix: str) -> list[Path]:
     return [path]
 
 
-def load_rttms(path: PathLike) -> dict:
-    """``{uri: Annotation}`` from one RTTM file or every ``*.rttm`` of a folder
-    (``pyannote.database.util.load_rttm``)."""
-    from pyannote.database.util import load_rttm
+class AnnotationFileError(ValueError):
+    """A malformed RTTM or UEM file; the message names the file and the line."""
 
+
+def _fields(path: Path, n_min: int, what: str):
+    """``(line number, fields)`` of each data line of ``path`` (blank and ``;;``/``#`` lines skipped)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotationFileError(f"{path}: unreadable {what} file ({exc})") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith((";;", "#")):
+            continue
+        if len(fields) < n_min:
+            raise AnnotationFileError(
+                f"{path}, line {number}: {len(fields)} field(s), a {what} line needs at least {n_min}: {line.strip()!r}"
+            )
+        yield number, fields
+
+
+def _time(value: str, path: Path, number: int, name: str) -> float:
+    try:
+        t = float(value)
+    except ValueError:
+        raise AnnotationFileError(f"{path}, line {number}: {name} {value!r} is not a number") from None
+    if not math.isfinite(t) or t < 0:
+        raise AnnotationFileError(f"{path}, line {number}: {name} {value!r} must be a finite number >= 0")
+    return t
+
+
+def read_rttm(path: PathLike) -> dict:
+    """``{uri: Annotation}`` of one RTTM file, every line checked.
+
+    ``SPEAKER <uri> <channel> <start> <duration> <NA> <NA> <label> ...``: a line with fewer
+    than 8 fields, a start or duration that is not a finite number >= 0 raises
+    :class:`AnnotationFileError` naming the file and line; lines of other types are
+    skipped. An EMPTY file is a valid "no speech" output: it gives ``{<file stem>: empty
+    Annotation}`` (``xmodal-diar diarize`` names its RTTMs after their uri). Tracks are
+    numbered by data line, as in ``pyannote.database.util.load_rttm``.
+    """
+    from pyannote.core import Annotation, Segment
+
+    path = Path(path)
+    annotations: dict = {}
+    for index, (number, f) in enumerate(_fields(path, 8, "RTTM")):
+        if f[0] != "SPEAKER":
+            continue
+        start = _time(f[3], path, number, "start")
+        duration = _time(f[4], path, number, "duration")
+        uri = f[1]
+        annotation = annotations.setdefault(uri, Annotation(uri=uri))
+        if duration > 0:
+            annotation[Segment(start, start + duration), index] = f[7]
+    if not annotations:
+        annotations[path.stem] = Annotation(uri=path.stem)
+    return annotations
+
+
+def read_uem(path: PathLike) -> dict:
+    """``{uri: Timeline}`` of one UEM file (``<uri> <channel> <start> <end>``), every line
+    checked: 4 fields, finite times >= 0 and ``start < end``, else :class:`AnnotationFileError`
+    naming the file and line. An empty UEM file is an error (it would score nothing)."""
+    from pyannote.core import Segment, Timeline
+
+    path = Path(path)
+    uems: dict = {}
+    for number, f in _fields(path, 4, "UEM"):
+        start = _time(f[2], path, number, "start")
+        end = _time(f[3], path, number, "end")
+        if end <= start:
+            raise AnnotationFileError(f"{path}, line {number}: empty or reversed UEM segment [{f[2]}, {f[3]}]")
+        uems.setdefault(f[0], Timeline(uri=f[0])).add(Segment(start, end))
+    if not uems:
+        raise AnnotationFileError(f"{path}: empty UEM file (no <uri> <channel> <start> <end> line)")
+    return uems
+
+
+def load_rttms(path: PathLike) -> dict:
+    """``{uri: Annotation}`` from one RTTM file or every ``*.rttm`` of a folder (:func:`read_rttm`)."""
     annotations: dict = {}
     for f in _files(path, ".rttm"):
-        try:
-            loaded = load_rttm(f)
-        except Exception as exc:
-            raise ValueError(f"{f}: not a valid RTTM file ({exc})") from exc
-        for uri, annotation in loaded.items():
+        for uri, annotation in read_rttm(f).items():
             if uri in annotations:
                 annotations[uri] = annotations[uri].update(annotation)
             else:
@@ -63,15 +138,10 @@ def load_rttms(path: PathLike) -> dict:
 
 
 def load_uems(path: PathLike) -> dict:
-    """``{uri: Timeline}`` from one UEM file or every ``*.uem`` of a folder."""
-    from pyannote.database.util import load_uem
-
+    """``{uri: Timeline}`` from one UEM file or every ``*.uem`` of a folder (:func:`read_uem`)."""
     uems: dict = {}
     for f in _files(path, ".uem"):
-        try:
-            uems.update(load_uem(f))
-        except Exception as exc:
-            raise ValueError(f"{f}: not a valid UEM file ({exc})") from exc
+        uems.update(read_uem(f))
     return uems
 
 
@@ -154,7 +224,9 @@ def evaluate_diarization(
     ``der_<name>``) with components, JER, purity and coverage for every reference file.
 
     A reference without hypothesis is an error (a missing output would otherwise be scored
-    as 100 % missed detection silently); hypotheses without reference are ignored. Without a
+    as 100 % missed detection silently); hypotheses without reference are ignored; so is a
+    UEM holding none of its file's reference speech, or no reference speech at all (DER
+    would be 0 % over nothing). An empty hypothesis ("no speech") is scored: all missed. Without a
     UEM, pyannote.metrics evaluates the union extent of reference and hypothesis.
     """
     missing = sorted(set(references) - set(hypotheses))
@@ -166,6 +238,7 @@ def evaluate_diarization(
     if not references:
         raise ValueError("references: empty, nothing to evaluate")
     uems = uems or {}
+    _check_scoreable(references, uems)
     metrics = _metrics(settings)
     report = DiarizationReport()
     for uri in sorted(references):
@@ -182,6 +255,32 @@ def evaluate_diarization(
         detail = {c: metric[c] for c in metric.components_}
         report.total[name] = _row(metric, detail)
     return report
+
+
+def _check_scoreable(references: Mapping, uems: Mapping) -> None:
+    """Refuse to score nothing: a UEM that holds none of its file's reference speech
+    (outside the file, or a typo) or references without any speech in the scored regions
+    would give DER 0 % over nothing."""
+    total = 0.0
+    for uri in sorted(references):
+        reference, uem = references[uri], uems.get(uri)
+        speech = reference.get_timeline().support()
+        if uem is None:
+            total += speech.duration()
+            continue
+        inside = speech.crop(uem, mode="intersection").duration()
+        if speech and inside == 0:
+            extent = speech.extent()
+            raise ValueError(
+                f"{uri}: the UEM ({', '.join(f'[{s.start:g}, {s.end:g}]' for s in uem)} s) holds none of the "
+                f"reference speech (which spans {extent.start:g} to {extent.end:g} s): a UEM outside the file?"
+            )
+        total += inside
+    if total == 0:
+        raise ValueError(
+            f"references: no speech in the scored regions of {len(references)} file(s); "
+            "DER is undefined (nothing to score)"
+        )
 
 
 def format_report(report: DiarizationReport) -> str:

@@ -144,6 +144,10 @@ class SpeechBrainEmbedder:
         model_dir = Path(model_dir)
         if not (model_dir / "hyperparams.yaml").is_file():
             raise FileNotFoundError(f"{model_dir}: not a SpeechBrain model directory (no hyperparams.yaml)")
+        from xmodal_diar.checkpoints import load_checkpoint
+
+        for ckpt in sorted(model_dir.glob("*.ckpt")):  # named errors, before SpeechBrain's bare ones
+            load_checkpoint(ckpt, "any")
         savedir = savedir or tempfile.mkdtemp(prefix="xmodal-speechbrain-")
         self.model = EncoderClassifier.from_hparams(
             source=str(model_dir.resolve()), savedir=str(savedir), run_opts={"device": device}
@@ -173,6 +177,10 @@ class PyannoteEmbedder:
         checkpoint = Path(checkpoint)
         if not checkpoint.exists():
             raise FileNotFoundError(f"{checkpoint}: no such pyannote checkpoint")
+        if checkpoint.is_file():
+            from xmodal_diar.checkpoints import load_checkpoint
+
+            load_checkpoint(checkpoint, "pyannote", weights_only=False)
         model = Model.from_pretrained(checkpoint, map_location=device)
         if model is None:
             raise ValueError(f"{checkpoint}: pyannote could not load a model from it")

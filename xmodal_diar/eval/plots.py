@@ -33,9 +33,11 @@ def _square_figure(path: PathLike, title: str, curves: Mapping) -> Iterator:
         ax.set_title(title)
         ax.grid(True, lw=0.3)
         ax.legend(fontsize=8)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        from xmodal_diar.outputs import atomic_write
+
+        with atomic_write(path, "wb") as fp:  # no partial PNG on a full disk
+            fig.savefig(fp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
 

@@ -55,7 +55,9 @@ def save_contact_sheet(
     """Write :func:`contact_sheet` as a PNG at ``path``."""
     from PIL import Image
 
+    from xmodal_diar.outputs import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(contact_sheet(tracks, per_track=per_track, tile=tile, title=title)).save(path, format="PNG")
+    with atomic_write(path, "wb") as fp:
+        Image.fromarray(contact_sheet(tracks, per_track=per_track, tile=tile, title=title)).save(fp, format="PNG")
     return path

@@ -311,9 +311,9 @@ class FaceExtractor:
         return self._pool.submit(_embed_in_worker, np.stack(crops))
 
     def close(self) -> None:
-        """End the embedding process, if one was started."""
+        """End the embedding process, if one was started (embeddings not yet started are dropped)."""
         if self._pool is not None:
-            self._pool.shutdown()
+            self._pool.shutdown(cancel_futures=True)
             self._pool = None
 
 

@@ -110,8 +110,9 @@ class FaceTracks:
             "shot_cuts": [float(c) for c in self.shot_cuts],
         }
         arrays["meta"] = np.array(json.dumps(meta))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:  # a file object: numpy would append ".npz" to a str
+        from xmodal_diar.outputs import atomic_write
+
+        with atomic_write(path, "wb") as f:  # a file object: numpy would append ".npz" to a str
             np.savez_compressed(f, **arrays)
         return path
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xmodal_diar.losses.distances import check_embeddings, cosine_distance, squared_distance, squared_distances
+from xmodal_diar.losses.distances import check_embeddings, check_finite, cosine_distance, squared_distance, squared_distances
 from xmodal_diar.losses.projection import SpeakerToFaceProjection
 
 Distance = Literal["l2", "cosine", "relational"]
@@ -119,6 +119,7 @@ class MarginKnowledgeDistillation(nn.Module):
         """``D(P(s_i), t_i)`` for every sample, shape (N,)."""
         name = type(self).__name__
         check_embeddings(name, speaker, face, min_batch=2 if self.distance == "relational" else 1)
+        check_finite(name, speaker=speaker, face=face)
         if face.shape[1] != self.projection.face_dim:
             raise ValueError(
                 f"{name}: expected face embeddings of dim {self.projection.face_dim}, got {face.shape[1]}"

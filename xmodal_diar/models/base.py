@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from speechbrain.lobes.features import MFCC, Fbank
 from speechbrain.processing.features import InputNormalization
+from speechbrain.utils.checkpoints import mark_as_transfer, register_checkpoint_hooks
 from torch import nn
 
 SAMPLE_RATE = 16000
@@ -69,8 +70,16 @@ def masked_mean(x: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tenso
     return (x * mask[..., None]).sum(1) / n[:, None]
 
 
+@register_checkpoint_hooks
 class EmbeddingModel(nn.Module):
     """Backbone stage: ``(feats (B, L, F), lengths) -> (B, 1, D)`` unit-norm embeddings."""
+
+    @mark_as_transfer
+    def _transfer(self, path) -> None:
+        """SpeechBrain ``Pretrainer`` hook: a corrupt checkpoint raises an error naming its file."""
+        from xmodal_diar.checkpoints import transfer_parameters
+
+        transfer_parameters(self, path)
 
     def __init__(self, dimension: int, min_frames: int = 50):
         super().__init__()

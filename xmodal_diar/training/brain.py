@@ -419,7 +419,9 @@ def load_checkpoint_encoder(path: Union[str, Path], select: str = "latest"):
 
     ckpt, info = find_checkpoint_dir(path, select)
     encoder = build_encoder(info["encoder"], **info["config"])
-    state = torch.load(ckpt / f"{ENCODER_RECOVERABLE}.ckpt", map_location="cpu")
+    from xmodal_diar.checkpoints import load_checkpoint
+
+    state = load_checkpoint(ckpt / f"{ENCODER_RECOVERABLE}.ckpt", "state_dict")
     try:
         encoder.load_state_dict(state)
     except RuntimeError as exc:
@@ -443,6 +445,9 @@ def load_pretrained_encoder(encoder: nn.Module, source: Union[str, Path], collec
     ckpt = source / "embedding_model.ckpt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"pretrained_encoder {source}: no embedding_model.ckpt (a SpeechBrain model directory)")
+    from xmodal_diar.checkpoints import load_checkpoint
+
+    load_checkpoint(ckpt, "state_dict")  # a corrupt file is named here, not deep in SpeechBrain
     module = encoder
     for part in target.split("."):
         if not hasattr(module, part):

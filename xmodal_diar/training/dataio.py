@@ -34,7 +34,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from torch.utils.data import Sampler
 
 from xmodal_diar.audio import load_audio
-from xmodal_diar.training.manifests import SAMPLE_RATE, ManifestError, check_identities, read_manifest
+from xmodal_diar.training.manifests import SAMPLE_RATE, ManifestError, check_audio, check_identities, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +260,7 @@ def dataio_prep(hparams: dict) -> dict:
     if hparams.get("max_train_samples"):
         rows = _cap_rows(rows, int(hparams["max_train_samples"]))
         train_csv = _write_subset(train_csv, rows, Path(hparams["save_folder"]) / "train_subset.csv")
+    check_audio(rows, train_csv)  # every row, before the first step
     check_identities(rows, train_csv)
     label_encoder = build_label_encoder(rows, Path(hparams["save_folder"]) / "label_encoder.txt")
     common = dict(
@@ -280,6 +281,7 @@ def dataio_prep(hparams: dict) -> dict:
     valid = None
     if hparams.get("valid_annotation"):
         valid_rows = read_manifest(hparams["valid_annotation"], hparams["face_dim"])
+        check_audio(valid_rows, hparams["valid_annotation"])
         valid_rows = [r for r in valid_rows if r["spk_id"] in label_encoder.lab2ind] or valid_rows
         valid_encoder = label_encoder if all(r["spk_id"] in label_encoder.lab2ind for r in valid_rows) else \
             build_label_encoder(valid_rows)

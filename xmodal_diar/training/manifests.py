@@ -154,6 +154,45 @@ def check_identities(rows: Sequence[dict], path: PathLike, min_samples: int = 2)
     return counts
 
 
+#: Slack (s) between a row's ``stop`` and the end of its audio: rounding to samples, and
+#: container durations that differ from the decoded length by a frame.
+STOP_TOLERANCE = 0.01
+
+
+def check_audio(rows: Sequence[dict], path: PathLike, max_listed: int = 50) -> None:
+    """Check the audio of every row before training: the file exists, its header reads
+    (:func:`xmodal_diar.audio.audio_info`: headers only, each file once) and it lasts at
+    least ``stop``. All bad rows are reported at once in one :class:`ManifestError`, so
+    that a bad path does not crash a run hours in, at the batch that first draws it."""
+    from xmodal_diar.audio import AudioError, audio_info
+
+    durations: dict = {}
+    problems = []
+    for row in rows:
+        wav = row["wav"]
+        if wav not in durations:
+            try:
+                durations[wav] = audio_info(wav).duration
+            except AudioError as exc:
+                durations[wav] = exc
+        duration = durations[wav]
+        where = f"ID {row['ID']!r}"
+        if isinstance(duration, AudioError):
+            problems.append(f"{where}: {duration}")
+        elif row["stop"] / SAMPLE_RATE > duration + STOP_TOLERANCE:
+            problems.append(
+                f"{where}: stop {row['stop']} samples ({row['stop'] / SAMPLE_RATE:.2f} s) is after the end of "
+                f"{wav} ({duration:.2f} s)"
+            )
+    if problems:
+        listed = "\n  ".join(problems[:max_listed])
+        more = f"\n  ... and {len(problems) - max_listed} more" if len(problems) > max_listed else ""
+        raise ManifestError(
+            f"{path}: {len(problems)} of {len(rows)} rows have unusable audio (fix or drop them, or rebuild "
+            f"the manifest with `xmodal-diar prepare`):\n  {listed}{more}"
+        )
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -195,18 +234,16 @@ def drop_rare_identities(rows: list[dict], min_turns: int = 2, source: str = "")
 
 def write_manifest(rows: Sequence[dict], path: PathLike) -> Path:
     """Write ``rows`` as a SpeechBrain CSV (columns :data:`COLUMNS`)."""
+    from xmodal_diar.outputs import atomic_write
+
     path = Path(path)
     if not rows:
         raise ManifestError(f"{path}: nothing to write (no turn found in the source)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_write(path) as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-# --------------------------------------------------------------------------- faces
 
 
 def prepare_once(out_dir: PathLike, names: Sequence[str], options: dict, build: Callable[[], object]) -> bool:
@@ -231,13 +268,31 @@ def prepare_once(out_dir: PathLike, names: Sequence[str], options: dict, build: 
     return True
 
 
-def cached_face_tracks(video: PathLike, cache_dir: PathLike, fps: float = 5.0, detector: str = "dlib-hog"):
-    """:func:`xmodal_diar.faces.extract_face_tracks` of ``video``, cached as ``<stem>.faces.npz``."""
+# --------------------------------------------------------------------------- faces
+
+
+def cached_face_tracks(
+    video: PathLike, cache_dir: PathLike, fps: float = 5.0, detector: str = "dlib-hog", stem: Optional[str] = None
+):
+    """:func:`xmodal_diar.faces.extract_face_tracks` of ``video``, cached as ``<stem>.faces.npz``.
+
+    ``stem`` defaults to the video's name less its LAST suffix (``show.part1.mp4`` ->
+    ``show.part1``, as ``xmodal-diar faces`` names its outputs); callers caching videos
+    of several folders in one ``cache_dir`` pass :func:`xmodal_diar.outputs.output_stems`.
+    A cached file recorded for a video of another name raises :class:`ManifestError`:
+    pairing one video's turns with another video's faces is silently wrong training data.
+    """
     from xmodal_diar.faces import extract_face_tracks, load_face_tracks
 
-    cache = Path(cache_dir) / f"{Path(video).name.split('.')[0]}.faces.npz"
+    cache = Path(cache_dir) / f"{stem or Path(video).stem}.faces.npz"
     if cache.is_file():
-        return load_face_tracks(cache)
+        tracks = load_face_tracks(cache)
+        if Path(tracks.video).name != Path(video).name:
+            raise ManifestError(
+                f"{cache}: holds the face tracks of {tracks.video}, not of {video}; "
+                "delete it or use another face cache folder"
+            )
+        return tracks
     tracks = extract_face_tracks(video, fps=fps, detector=detector, keep_aligned=False)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tracks.save(cache)
@@ -283,6 +338,8 @@ def paired_rows(
     ``face_emb`` (``.npy`` under ``out_dir/faces``) and ``face_quality``."""
     from pyannote.core import Annotation, Segment
 
+    from xmodal_diar.outputs import atomic_write
+
     rows = []
     pairings = {}
     if face_tracks is not None and face_tracks.tracks:
@@ -301,8 +358,8 @@ def paired_rows(
         if track_id is not None:
             windows, quality = turn_face_features(tracks[track_id], t.start, t.end, n_windows)
             face_file = out_dir / "faces" / f"{row_id}.npy"
-            face_file.parent.mkdir(parents=True, exist_ok=True)
-            np.save(face_file, windows)
+            with atomic_write(face_file, "wb") as fp:
+                np.save(fp, windows)
             face_path = str(face_file.resolve())
         rows.append(manifest_row(row_id, Path(media).resolve(), t.start, t.end, t.label, face_path, quality))
     return rows
@@ -343,13 +400,13 @@ def librispeech_rows(folder: PathLike, max_turn: float = 3.0, min_parts: int = 2
 
 def rttm_turns(rttm: PathLike, min_duration: float = 0.5) -> dict[str, list[Turn]]:
     """Speech turns per uri of an RTTM file (turns shorter than ``min_duration`` dropped)."""
-    from pyannote.database.util import load_rttm
+    from xmodal_diar.eval.diarization import read_rttm
 
     rttm = Path(rttm)
     if not rttm.is_file():
         raise ManifestError(f"{rttm}: no such RTTM file")
     turns = {}
-    for uri, annotation in load_rttm(str(rttm)).items():
+    for uri, annotation in read_rttm(rttm).items():
         turns[uri] = [
             Turn(s.start, s.end, str(label))
             for s, _, label in annotation.itertracks(yield_label=True)
@@ -452,7 +509,12 @@ def prepare_videos(
     paired with tracks; writes ``out_dir/<name>.csv``."""
     video_dir = _require_dir(video_dir, "videos", "point to the folder of <uri>.mp4 files named in the RTTM")
     out = Path(out_dir)
-    videos = {p.stem: p for p in sorted(video_dir.iterdir()) if p.suffix.lower() in VIDEO_SUFFIXES}
+    videos: dict = {}
+    for p in sorted(video_dir.iterdir()):
+        if p.suffix.lower() in VIDEO_SUFFIXES:
+            if p.stem in videos:  # show.mp4 and show.mkv: which one the RTTM's uri means is unknown
+                raise ManifestError(f"{video_dir}: two videos for uri {p.stem!r}: {videos[p.stem].name} and {p.name}")
+            videos[p.stem] = p
     if not videos:
         raise ManifestError(f"{video_dir}: no video file ({', '.join(VIDEO_SUFFIXES)})")
     rows = []
@@ -524,7 +586,12 @@ def prepare_protocol(
         raise ManifestError(
             f"pyannote.database protocol {protocol!r} not found ({exc}); install its plugin or pass database_yml"
         ) from None
+    from xmodal_diar.outputs import output_stems
+
     out = Path(out_dir)
+    files = {subset: list(getattr(proto, subset)()) for subset in subsets}
+    videos = [f.get("video") for fs in files.values() for f in fs if hasattr(f, "get") and f.get("video")]
+    stems = output_stems(videos)  # one cache folder: same-named videos of different folders stay apart
     written = {}
     missing = [subset for subset in subsets if not _has_subset(proto, subset)]
     if missing:
@@ -533,12 +600,13 @@ def prepare_protocol(
                             f"choose with --subsets {' '.join(have)}")
     for subset in subsets:
         rows = []
-        for file in getattr(proto, subset)():
+        for file in files[subset]:
             uri = file["uri"]
             turns = [Turn(s.start, s.end, str(label)) for s, _, label in file["annotation"].itertracks(yield_label=True)
                      if s.duration >= min_duration]
             video = file.get("video") if hasattr(file, "get") else None
-            tracks = cached_face_tracks(video, face_cache or out / "face_tracks") if (faces and video) else None
+            tracks = (cached_face_tracks(video, face_cache or out / "face_tracks", stem=stems[str(video)])
+                      if (faces and video) else None)
             rows += paired_rows(uri, file["audio"], split_turns(turns, max_turn), out, tracks, n_windows)
         if rows:
             written[subset] = write_manifest(drop_rare_identities(rows, 2, f"{protocol} {subset}"), out / f"{subset}.csv")
