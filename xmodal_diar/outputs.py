@@ -6,7 +6,10 @@
   and raises :class:`OutputError` naming the file.
 - :func:`output_stems` gives each input a distinct output stem: its file name without
   the LAST suffix (``show.part1.mp4`` -> ``show.part1``), and, when two inputs would get
-  the same stem (``d1/clip.wav``, ``d2/clip.wav``), a stem derived from the whole path.
+  the same stem (``d1/clip.wav``, ``d2/clip.wav``), a stem derived from the whole path;
+  with ``uri_safe=True`` the stems also have no white space (RTTM uris cannot hold any).
+- :func:`remove_temporaries` deletes what :func:`atomic_write` left behind when its
+  process was killed (SIGKILL gives it no chance to clean up).
 """
 
 from __future__ import annotations
@@ -67,15 +70,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[\s/\\:]+", "_", text).strip("_") or "input"
 
 
-def output_stems(inputs: Sequence[PathLike]) -> Dict[str, str]:
+def output_stems(inputs: Sequence[PathLike], uri_safe: bool = False) -> Dict[str, str]:
     """Distinct output stems for ``inputs`` (keys: the inputs as given, as strings).
 
     The stem is the file name less its last suffix; inputs whose stems collide get the
     stem of their whole (resolved) path instead, e.g. ``d1_clip`` and ``d2_clip``. The
-    same input given twice keeps one stem.
+    same input given twice keeps one stem. ``uri_safe``: white space becomes ``_``
+    (``my show ü.wav`` -> ``my_show_ü``), before collisions are looked for.
     """
     keys = [str(p) for p in inputs]
     plain = {k: Path(k).stem or Path(k).name for k in keys}
+    if uri_safe:
+        plain = {k: re.sub(r"\s+", "_", v) for k, v in plain.items()}
     resolved = {k: Path(k).expanduser().resolve() for k in keys}
     owners: Dict[str, set] = {}
     for k in keys:
@@ -91,3 +97,14 @@ def output_stems(inputs: Sequence[PathLike]) -> Dict[str, str]:
         if len({p.suffix for p in owners[plain[k]]}) > 1:  # d/clip.wav and d/clip.mp3
             stems[k] += "_" + rel.suffix.lstrip(".")
     return stems
+
+
+def remove_temporaries(folder: PathLike, name: str = "*") -> int:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` for target file
+    names matching ``name`` (a glob); returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
