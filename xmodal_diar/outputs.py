@@ -24,6 +24,15 @@ from typing import Dict, Iterator, Sequence, Union
 PathLike = Union[str, Path]
 
 
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _umask_mode()
+
+
 class OutputError(OSError):
     """An output that could not be written (the message names the file and the cause)."""
 
@@ -37,6 +46,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp_name, _FILE_MODE)  # mkstemp makes 0600; outputs get the usual umask mode
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": encoding})) as fp:
             yield fp
             fp.flush()

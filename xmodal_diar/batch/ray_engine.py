@@ -15,6 +15,7 @@ If Ray is already initialised (a test, a notebook), it is used and left running.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
@@ -54,9 +55,10 @@ def run_ray(
     started_here = False
     if not ray.is_initialized():
         if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         else:
-            ray.init(num_cpus=int(workers or os.cpu_count() or 1), include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=int(workers or os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
         started_here = True
     gpu = options.device.startswith("cuda")
     resources = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker if gpu else 0}
@@ -84,7 +86,10 @@ def run_ray(
                 inflight[actor.process.remote(job)] = (actor, job)
                 if on_submit is not None:
                     on_submit(actor, job)
-            (ref,), _ = ray.wait(list(inflight), num_returns=1)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)  # a timeout keeps Ctrl-C prompt
+            if not ready:
+                continue
+            ref = ready[0]
             actor, job = inflight.pop(ref)
             try:
                 record = ray.get(ref)

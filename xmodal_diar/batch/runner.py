@@ -172,7 +172,7 @@ def run_batch(
         line = describe(record)
         if bar is not None:
             bar.write(line, file=stdout if record.get("status") == "ok" else stderr)
-            bar.update(next(j.duration for j in jobs if j.uri == record["uri"]))
+            bar.update(round(next(j.duration for j in jobs if j.uri == record["uri"]), 3))
             bar.set_description(f"{len(records)}/{len(jobs)} files")
         else:
             print(line, file=stdout if record.get("status") == "ok" else stderr, flush=True)
@@ -215,10 +215,10 @@ def _progress_bar(jobs, records, quiet, stream):
         return None
     from tqdm import tqdm
 
-    done = sum(j.duration for j in jobs if j.uri in records)
-    total = sum(j.duration for j in jobs)
+    done = sum(round(j.duration, 3) for j in jobs if j.uri in records)
+    total = sum(round(j.duration, 3) for j in jobs)
     return tqdm(
-        total=round(total, 3), initial=round(done, 3), desc=f"{len(records)}/{len(jobs)} files", file=stream,
-        unit="s audio", bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio "
+        total=total, initial=done, desc=f"{len(records)}/{len(jobs)} files", file=stream,
+        unit="s audio", bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio "
         "[{elapsed}<{remaining}, {rate_fmt}]", dynamic_ncols=True,
     )
