@@ -162,6 +162,8 @@ def test_a_batch_of_every_bad_input_writes_every_good_output(ami_debug, talking_
     for path in good:
         assert summary[str(path)]["status"] == "ok" and (out / summary[str(path)]["rttm"]).read_text()
     assert summary[str(good[2])]["warnings"] == ["no video stream: diarized from audio only"]
+    assert (out / "00002.faces.npz").stat().st_size > 0  # --video: the face tracks are an output too
+    assert not (out / "audio_only.faces.npz").exists()
     assert "no video stream" in next(line for line in captured.out.splitlines() if line.startswith(str(good[2])))
     assert len((out / "failures.csv").read_text().splitlines()) == 1 + len(bad)
 

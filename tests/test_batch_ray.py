@@ -111,3 +111,9 @@ def test_sigint_mid_batch_then_a_rerun_completes(ray_cluster, inputs, local_rttm
     summary = _summary(out)
     assert sum(bool(line.get("skipped")) for line in summary.values()) == done
     assert {n: (out / f"{n}.rttm").read_text() for n in NAMES} == local_rttms
+
+
+def test_a_pipeline_that_cannot_load_stops_the_batch_with_its_error(ray_cluster, inputs, tmp_path, capsys):
+    code = main(["diarize", inputs[0], "--engine", "ray", "--model", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    assert code == 1
+    assert "config.yaml" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Writing outputs: atomically, under names that never collide, with file-named errors.
 
-- :func:`atomic_write` writes to a temporary file in the target folder, flushes it to disk
+- :func:`atomic_write` (and :func:`atomic_path`, for writers that open the file) writes to a temporary file in the target folder, flushes it to disk
   and renames it over the target: a reader sees the old file or the complete new one,
   never a partial one, and a failure (full disk, read-only folder) leaves nothing behind
   and raises :class:`OutputError` naming the file.
@@ -38,18 +38,18 @@ class OutputError(OSError):
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator:
-    """``with atomic_write(path) as fp: fp.write(...)``: all or nothing at ``path``."""
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """``with atomic_path(path) as tmp: save(tmp)``: for writers that open the file
+    themselves (``np.savez``, ``savefig``); ``tmp`` is renamed over ``path`` on success."""
     path = Path(path)
-    binary = "b" in mode
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         os.chmod(tmp_name, _FILE_MODE)  # mkstemp makes 0600; outputs get the usual umask mode
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": encoding})) as fp:
-            yield fp
-            fp.flush()
+        yield Path(tmp_name)
+        with open(tmp_name, "rb") as fp:
             os.fsync(fp.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
@@ -61,6 +61,15 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator:
+    """``with atomic_write(path) as fp: fp.write(...)``: all or nothing at ``path``."""
+    binary = "b" in mode
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": encoding})) as fp:
+            yield fp
 
 
 def write_text(path: PathLike, text: str) -> Path:

@@ -2,9 +2,9 @@
 
 :class:`DiarizeWorker` loads the pipeline once (and the face models on the first
 ``--video`` job); :meth:`DiarizeWorker.process` diarizes one :class:`FileJob` and writes
-its outputs with :func:`xmodal_diar.outputs.atomic_write`: ``<uri>.rttm``, optionally
-``<uri>.png``, then the manifest record (written last: a file is done when its record
-is there). It never raises for a bad file: the returned record says ``status: failed``
+its outputs atomically (:mod:`xmodal_diar.outputs`): ``<uri>.rttm``, with ``--video``
+the face tracks ``<uri>.faces.npz``, with ``--plot`` ``<uri>.png``, then the manifest
+record (written last: a file is done when its record is there). It never raises for a bad file: the returned record says ``status: failed``
 with an error naming the file.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from xmodal_diar.batch import manifest
-from xmodal_diar.outputs import atomic_write
+from xmodal_diar.outputs import atomic_path, atomic_write
 
 SAMPLE_RATE = 16000
 
@@ -151,11 +151,15 @@ class DiarizeWorker:
         waveform = load_audio(path)
         duration = waveform.shape[-1] / SAMPLE_RATE
         file: Dict[str, Any] = {"waveform": waveform[None], "sample_rate": SAMPLE_RATE, "uri": job.uri}
+        outputs = [f"{job.uri}.rttm"]
         if self.options.video:
             if has_video(path):
                 from xmodal_diar.faces import extract_face_tracks
 
                 file["face_evidence"] = extract_face_tracks(path, extractor=self.face_extractor())
+                outputs.append(f"{job.uri}.faces.npz")
+                with atomic_path(self.out_dir / outputs[-1]) as tmp:
+                    file["face_evidence"].save(tmp)
             else:
                 warnings.append("no video stream: diarized from audio only")
         output = self.pipeline(
@@ -167,7 +171,6 @@ class DiarizeWorker:
         annotation = getattr(output, "speaker_diarization", output)  # pyannote 4 DiarizeOutput or Annotation
         annotation.uri = job.uri
         elapsed = time.perf_counter() - started
-        outputs = [f"{job.uri}.rttm"]
         with atomic_write(self.out_dir / outputs[0]) as fp:
             annotation.write_rttm(fp)
         result: Dict[str, Any] = {

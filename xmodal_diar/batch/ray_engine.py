@@ -69,15 +69,19 @@ def run_ray(
             workers = min(workers, int(available.get("GPU", 0) // gpus_per_worker))
     workers = max(1, min(int(workers), len(jobs)))
     worker_options = options if options.torch_threads else _with_threads(options, max(1, int(cpus_per_worker)))
-    Actor = ray.remote(DiarizeWorker).options(max_restarts=0, max_task_retries=0, **resources)
-
-    def new_actor():
-        return Actor.remote(worker_options, str(out_dir))
-
+    Actor = ray.remote(_RayWorker).options(max_restarts=0, max_task_retries=0, **resources)
     queue = collections.deque(sorted(jobs, key=lambda j: -j.duration))  # longest first
     attempts: Dict[str, int] = collections.Counter()
-    idle = [new_actor() for _ in range(workers)]
-    inflight: Dict[Any, tuple] = {}
+    idle: list = []
+    starting: Dict[Any, Any] = {}  # ready() ref -> actor: an actor gets files once its pipeline is loaded
+    inflight: Dict[Any, tuple] = {}  # process() ref -> (actor, job)
+
+    def start_actor() -> None:
+        actor = Actor.remote(worker_options, str(out_dir))
+        starting[actor.ready.remote()] = actor
+
+    for _ in range(workers):
+        start_actor()
     try:
         while queue or inflight:
             while idle and queue:
@@ -86,10 +90,20 @@ def run_ray(
                 inflight[actor.process.remote(job)] = (actor, job)
                 if on_submit is not None:
                     on_submit(actor, job)
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)  # a timeout keeps Ctrl-C prompt
+            ready, _ = ray.wait(list(inflight) + list(starting), num_returns=1, timeout=1.0)  # Ctrl-C stays prompt
             if not ready:
                 continue
             ref = ready[0]
+            if ref in starting:
+                actor = starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    idle.append(actor)
+                except ray.exceptions.RayTaskError as exc:  # the pipeline does not load: stop the batch
+                    raise exc.cause if isinstance(exc.cause, Exception) else RuntimeError(str(exc)) from None
+                except ray.exceptions.RayError:  # died while starting (node lost): start another
+                    start_actor()
+                continue
             actor, job = inflight.pop(ref)
             try:
                 record = ray.get(ref)
@@ -99,9 +113,8 @@ def run_ray(
                 record = _failed(job, f"{type(exc.cause).__name__ if exc.cause else 'error'}: {exc.cause or exc}")
             except ray.exceptions.RayError as exc:  # the actor died: replace it, retry the file
                 _kill(ray, actor)
-                remove_temporaries(out_dir, f"{job.uri}.*")
-                remove_temporaries(Path(out_dir) / "manifest", f"{job.uri}.*")
-                idle.append(new_actor())
+                _remove_temporaries(out_dir, job)
+                start_actor()
                 if attempts[job.uri] <= max_retries:
                     queue.appendleft(job)
                     continue
@@ -109,16 +122,35 @@ def run_ray(
                 record = _failed(job, f"worker died {attempts[job.uri]} times ({type(exc).__name__}: {reason})")
             record["attempts"] = attempts[job.uri]
             on_result(record)
-    finally:
-        for actor, job in inflight.values():  # interrupted: stop the workers, drop their temporaries
+    finally:  # done or interrupted: stop the workers, drop what they were writing
+        for actor in idle + list(starting.values()) + [actor for actor, _ in inflight.values()]:
             _kill(ray, actor)
-        for actor in idle:
-            _kill(ray, actor)
-        for actor, job in inflight.values():
-            remove_temporaries(out_dir, f"{job.uri}.*")
-            remove_temporaries(Path(out_dir) / "manifest", f"{job.uri}.*")
+        for _, job in inflight.values():
+            _remove_temporaries(out_dir, job)
         if started_here:
             ray.shutdown()
+
+
+class _RayWorker(DiarizeWorker):
+    """A :class:`DiarizeWorker` whose loading error is raised by :meth:`ready` (a failing
+    actor constructor would only say that the actor died)."""
+
+    def __init__(self, options: BatchOptions, out_dir: str) -> None:
+        self.load_error: Optional[Exception] = None
+        try:
+            super().__init__(options, out_dir)
+        except Exception as exc:
+            self.load_error = exc
+
+    def ready(self) -> str:
+        if self.load_error is not None:
+            raise self.load_error
+        return super().ready()
+
+
+def _remove_temporaries(out_dir: str, job: FileJob) -> None:
+    remove_temporaries(out_dir, f"{job.uri}.*")
+    remove_temporaries(Path(out_dir) / "manifest", f"{job.uri}.*")
 
 
 def _with_threads(options: BatchOptions, threads: int) -> BatchOptions:

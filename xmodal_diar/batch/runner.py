@@ -166,13 +166,14 @@ def run_batch(
         else:
             records[job.uri] = dict(record, input=job.source, skipped=True)
     bar = _progress_bar(jobs, records, quiet, stderr)
+    durations = {job.uri: round(job.duration, 3) for job in jobs}
 
     def on_result(record: Dict[str, Any]) -> None:
         records[record["uri"]] = record
         line = describe(record)
         if bar is not None:
             bar.write(line, file=stdout if record.get("status") == "ok" else stderr)
-            bar.update(round(next(j.duration for j in jobs if j.uri == record["uri"]), 3))
+            bar.update(durations[record["uri"]])
             bar.set_description(f"{len(records)}/{len(jobs)} files")
         else:
             print(line, file=stdout if record.get("status") == "ok" else stderr, flush=True)
