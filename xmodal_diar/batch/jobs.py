@@ -53,14 +53,20 @@ class BatchOptions:
 
 @dataclasses.dataclass(frozen=True)
 class FileJob:
-    """One input: ``source`` as given, its RTTM ``uri`` (no white space, unique in the
-    batch), its size and mtime (the manifest's change check), its duration (0 if unknown)."""
+    """One input: ``source`` as given, ``path`` absolute (what workers read, whatever their
+    working folder), its RTTM ``uri`` (no white space, unique in the batch), its size and
+    mtime (the manifest's change check), its duration (0 if unknown)."""
 
     source: str
     uri: str
     size: int
     mtime_ns: int
     duration: float = 0.0
+    path: str = ""
+
+    @property
+    def file(self) -> Path:
+        return Path(self.path or self.source)
 
 
 def read_reference(path: str) -> Dict[str, Any]:
@@ -88,9 +94,9 @@ def has_video(path: Path) -> bool:
         return len(container.streams.video) > 0
 
 
-def _error_text(exc: BaseException, source: str) -> str:
+def _error_text(exc: BaseException, job: FileJob) -> str:
     text = str(exc) or type(exc).__name__
-    if source not in text and str(Path(source)) not in text:
+    if not any(name in text for name in (job.source, str(job.file), job.file.name)):
         text = f"{type(exc).__name__}: {text}"
     return text
 
@@ -106,7 +112,7 @@ class DiarizeWorker:
         if options.torch_threads:
             torch.set_num_threads(options.torch_threads)
         self.options = options
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir).resolve()
         # TODO(lead): route options.device through xmodal_diar.devices.resolve_device (helper native).
         self.pipeline = load_pipeline(options.model)
         self.pipeline.to(torch.device(options.device))
@@ -139,13 +145,13 @@ class DiarizeWorker:
             record.update(self._diarize(job))
             manifest.write_record(self.out_dir, record)
         except Exception as exc:  # one bad file must not stop the batch: report it
-            record.update(status="failed", error=_error_text(exc, job.source))
+            record.update(status="failed", error=_error_text(exc, job))
         return record
 
     def _diarize(self, job: FileJob) -> Dict[str, Any]:
         from xmodal_diar.audio import load_audio
 
-        path = Path(job.source)
+        path = job.file
         warnings: List[str] = []
         started = time.perf_counter()
         waveform = load_audio(path)

@@ -31,7 +31,7 @@ def new_record(job, options) -> Dict[str, Any]:
     """The fields every record has, before the job runs."""
     return {
         "input": job.source,
-        "resolved": str(Path(job.source).expanduser().resolve()),
+        "resolved": str(job.file.expanduser().resolve()),
         "uri": job.uri,
         "rttm": f"{job.uri}.rttm",
         "size": job.size,

@@ -105,10 +105,11 @@ def plan_jobs(inputs: Sequence[str]) -> List[FileJob]:
         except OSError:
             size, mtime_ns = -1, -1  # the worker reports the error
         try:
-            duration = float(audio_info(source).duration)
+            duration = float(audio_info(Path(source)).duration)
         except Exception:
             duration = 0.0
-        jobs.append(FileJob(source, stems[source], size, mtime_ns, duration))
+        path = str(Path(source).expanduser().absolute())
+        jobs.append(FileJob(source, stems[source], size, mtime_ns, duration, path))
     return jobs
 
 
@@ -166,14 +167,15 @@ def run_batch(
         else:
             records[job.uri] = dict(record, input=job.source, skipped=True)
     bar = _progress_bar(jobs, records, quiet, stderr)
-    durations = {job.uri: round(job.duration, 3) for job in jobs}
+    hours = {job.uri: job.duration / 3600 for job in jobs}
 
     def on_result(record: Dict[str, Any]) -> None:
+        record["finished_s"] = round(time.perf_counter() - started, 3)  # for benchmarks; not in the summary
         records[record["uri"]] = record
         line = describe(record)
         if bar is not None:
             bar.write(line, file=stdout if record.get("status") == "ok" else stderr)
-            bar.update(durations[record["uri"]])
+            bar.update(hours[record["uri"]])
             bar.set_description(f"{len(records)}/{len(jobs)} files")
         else:
             print(line, file=stdout if record.get("status") == "ok" else stderr, flush=True)
@@ -187,11 +189,11 @@ def run_batch(
 
             if engine_kwargs:
                 raise ValueError(f"--engine local does not take {', '.join(engine_kwargs)}")
-            run_local(todo, options, str(out), on_result)
+            run_local(todo, options, str(out.resolve()), on_result)
         elif engine == "ray":
             from xmodal_diar.batch.ray_engine import run_ray
 
-            run_ray(todo, options, str(out), on_result, **engine_kwargs)
+            run_ray(todo, options, str(out.resolve()), on_result, **engine_kwargs)
         else:
             raise ValueError(f"unknown engine {engine!r} (local or ray)")
     except KeyboardInterrupt:
@@ -216,10 +218,10 @@ def _progress_bar(jobs, records, quiet, stream):
         return None
     from tqdm import tqdm
 
-    done = sum(round(j.duration, 3) for j in jobs if j.uri in records)
-    total = sum(round(j.duration, 3) for j in jobs)
+    done = sum(j.duration for j in jobs if j.uri in records) / 3600
+    total = sum(j.duration for j in jobs) / 3600
     return tqdm(
         total=total, initial=done, desc=f"{len(records)}/{len(jobs)} files", file=stream,
-        unit="s audio", bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio "
-        "[{elapsed}<{remaining}, {rate_fmt}]", dynamic_ncols=True,
+        unit="h", bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} h of audio "
+        "[{elapsed}<{remaining}]", dynamic_ncols=True,
     )

@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                      help="local: one file after another here (default); ray: Ray actors")
     ray.add_argument("--address", default=None, help="Ray cluster (auto or HOST:PORT); default: a local Ray")
     ray.add_argument("--workers", type=int, default=None, help="Ray actors (default: the cluster's CPUs)")
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per actor (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=1.0,
+                     help="GPU share per actor with --device cuda (default 1; 0.25: four actors per GPU)")
     ray.add_argument("--retries", type=int, default=2, help="retries of a file whose worker died (default 2)")
     parser.set_defaults(handler=run)
 
@@ -56,6 +59,8 @@ def _check_args(args) -> None:
         raise ValueError("give INPUT files or --manifest FILES.csv")
     if args.engine == "local" and (args.address or args.workers):
         raise ValueError("--address and --workers need --engine ray")
+    if args.cpus_per_worker <= 0 or args.gpus_per_worker <= 0:
+        raise ValueError("--cpus-per-worker and --gpus-per-worker must be > 0")
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if args.retries < 0:
@@ -112,7 +117,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     engine_kwargs = {}
     if args.engine == "ray":
-        engine_kwargs = dict(address=args.address, workers=args.workers, max_retries=args.retries)
+        engine_kwargs = dict(address=args.address, workers=args.workers, max_retries=args.retries,
+                             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
     else:
         import os
 
