@@ -7,8 +7,9 @@ actor was writing is removed (:func:`xmodal_diar.outputs.remove_temporaries`). O
 go to ``out_dir`` from the workers themselves: on a cluster, inputs and ``out_dir`` must
 be on storage every node sees under the same path.
 
-Without ``address`` a local Ray is started for the job (``num_cpus`` = workers) and
-stopped after it; with ``address`` (``auto`` or ``HOST:PORT``) the job joins a cluster.
+Without ``address`` a local Ray is started for the job (``workers x cpus_per_worker``
+CPUs, default: all) and stopped after it; with ``address`` (``auto`` or ``HOST:PORT``)
+the job joins a cluster.
 If Ray is already initialised (a test, a notebook), it is used and left running.
 """
 
@@ -57,7 +58,8 @@ def run_ray(
         if address:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         else:
-            ray.init(num_cpus=int(workers or os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
+            cpus = workers * cpus_per_worker if workers else os.cpu_count() or 1
+            ray.init(num_cpus=max(1, round(cpus)), include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)
         started_here = True
     gpu = options.device.startswith("cuda")
