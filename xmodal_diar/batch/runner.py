@@ -176,7 +176,7 @@ def run_batch(
         if bar is not None:
             bar.write(line, file=stdout if record.get("status") == "ok" else stderr)
             bar.update(hours[record["uri"]])
-            bar.set_description(f"{len(records)}/{len(jobs)} files")
+            bar.set_description_str(f"{len(records)}/{len(jobs)} files")
         else:
             print(line, file=stdout if record.get("status") == "ok" else stderr, flush=True)
 
