@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from xmodal_diar.batch import manifest
 from xmodal_diar.batch.jobs import BatchOptions, FileJob

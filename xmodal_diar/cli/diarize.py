@@ -12,6 +12,7 @@ Exit status: 0, 1 if any file failed, 130 on Ctrl-C. See :mod:`xmodal_diar.batch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -114,15 +115,13 @@ def _run(args: argparse.Namespace) -> int:
         model=args.model, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
         max_speakers=args.max_speakers, video=args.video, device=args.device, plot=args.plot,
         reference=args.reference,
+        # locally, face embedding runs in a second process on multi-core machines; Ray workers embed in-process
+        face_embed_workers=int(args.engine == "local" and (os.cpu_count() or 1) > 1),
     )
     engine_kwargs = {}
     if args.engine == "ray":
         engine_kwargs = dict(address=args.address, workers=args.workers, max_retries=args.retries,
                              cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
-    else:
-        import os
-
-        options = BatchOptions(**{**options.__dict__, "face_embed_workers": int((os.cpu_count() or 1) > 1)})
     try:
         report = run_batch(inputs, options, args.out, engine=args.engine, quiet=args.quiet, **engine_kwargs)
     except BatchInterrupted as exc:
