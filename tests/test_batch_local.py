@@ -86,6 +86,7 @@ def test_write_failures_are_one_line_each_and_no_speech_is_said(ami_debug, tmp_p
     # "no speech" is an empty RTTM that the summary line and the JSON say is no speech
     assert (out / "silence.rttm").read_text() == ""
     assert "no speech" in next(line for line in captured.out.splitlines() if line.startswith(inputs[2]))
+    assert "2 diarized (1 with no speech), 0 skipped (already done), 2 failed" in captured.out
     summary = _summary(out)
     assert summary[inputs[2]]["no_speech"] is True and summary[inputs[3]]["no_speech"] is False
     assert summary[inputs[0]]["status"] == "failed" and "rttm" not in summary[inputs[0]]

@@ -56,12 +56,13 @@ class BatchReport:
         return self.audio_hours / (self.wall_seconds / 3600) if self.wall_seconds > 0 else 0.0
 
     def summary(self) -> str:
-        text = (
-            f"{len(self.records)} files: {len(self.done)} diarized, {len(self.skipped)} skipped (already done), "
-            f"{len(self.failed)} failed; {self.audio_hours:.3f} h of audio in {self.wall_seconds:.1f} s "
-            f"({self.throughput:.1f} h of audio per hour)"
+        silent = sum(bool(r.get("no_speech")) for r in self.done)
+        return (
+            f"{len(self.records)} files: {len(self.done)} diarized"
+            + (f" ({silent} with no speech)" if silent else "")
+            + f", {len(self.skipped)} skipped (already done), {len(self.failed)} failed; "
+            f"{self.audio_hours:.3f} h of audio in {self.wall_seconds:.1f} s ({self.throughput:.1f} h of audio per hour)"
         )
-        return text
 
 
 def read_input_list(path: str) -> List[str]:
