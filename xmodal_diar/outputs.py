@@ -1,6 +1,6 @@
 """Writing outputs: atomically, under names that never collide, with file-named errors.
 
-- :func:`atomic_write` writes to a temporary file in the target folder, flushes it to disk
+- :func:`atomic_write` (and :func:`atomic_path`, for writers that open the file) writes to a temporary file in the target folder, flushes it to disk
   and renames it over the target: a reader sees the old file or the complete new one,
   never a partial one, and a failure (full disk, read-only folder) leaves nothing behind
   and raises :class:`OutputError` naming the file.
@@ -8,7 +8,10 @@
   a folder (a model directory): the files appear once all are complete.
 - :func:`output_stems` gives each input a distinct output stem: its file name without
   the LAST suffix (``show.part1.mp4`` -> ``show.part1``), and, when two inputs would get
-  the same stem (``d1/clip.wav``, ``d2/clip.wav``), a stem derived from the whole path.
+  the same stem (``d1/clip.wav``, ``d2/clip.wav``), a stem derived from the whole path;
+  with ``uri_safe=True`` the stems also have no white space (RTTM uris cannot hold any).
+- :func:`remove_temporaries` deletes what :func:`atomic_write` left behind when its
+  process was killed (SIGKILL gives it no chance to clean up).
 """
 
 from __future__ import annotations
@@ -23,22 +26,32 @@ from typing import Dict, Iterator, Sequence, Union
 PathLike = Union[str, Path]
 
 
+def _umask_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _umask_mode()
+
+
 class OutputError(OSError):
     """An output that could not be written (the message names the file and the cause)."""
 
 
 @contextlib.contextmanager
-def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator:
-    """``with atomic_write(path) as fp: fp.write(...)``: all or nothing at ``path``."""
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """``with atomic_path(path) as tmp: save(tmp)``: for writers that open the file
+    themselves (``np.savez``, ``savefig``); ``tmp`` is renamed over ``path`` on success."""
     path = Path(path)
-    binary = "b" in mode
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": encoding})) as fp:
-            yield fp
-            fp.flush()
+        os.close(fd)
+        os.chmod(tmp_name, _FILE_MODE)  # mkstemp makes 0600; outputs get the usual umask mode
+        yield Path(tmp_name)
+        with open(tmp_name, "rb") as fp:
             os.fsync(fp.fileno())
         os.replace(tmp_name, path)
         tmp_name = None
@@ -50,6 +63,15 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator:
+    """``with atomic_write(path) as fp: fp.write(...)``: all or nothing at ``path``."""
+    binary = "b" in mode
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"encoding": encoding})) as fp:
+            yield fp
 
 
 @contextlib.contextmanager
@@ -101,15 +123,18 @@ def _slug(text: str) -> str:
     return re.sub(r"[\s/\\:]+", "_", text).strip("_") or "input"
 
 
-def output_stems(inputs: Sequence[PathLike]) -> Dict[str, str]:
+def output_stems(inputs: Sequence[PathLike], uri_safe: bool = False) -> Dict[str, str]:
     """Distinct output stems for ``inputs`` (keys: the inputs as given, as strings).
 
     The stem is the file name less its last suffix; inputs whose stems collide get the
     stem of their whole (resolved) path instead, e.g. ``d1_clip`` and ``d2_clip``. The
-    same input given twice keeps one stem.
+    same input given twice keeps one stem. ``uri_safe``: white space becomes ``_``
+    (``my show ü.wav`` -> ``my_show_ü``), before collisions are looked for.
     """
     keys = [str(p) for p in inputs]
     plain = {k: Path(k).stem or Path(k).name for k in keys}
+    if uri_safe:
+        plain = {k: re.sub(r"\s+", "_", v) for k, v in plain.items()}
     resolved = {k: Path(k).expanduser().resolve() for k in keys}
     owners: Dict[str, set] = {}
     for k in keys:
@@ -125,3 +150,14 @@ def output_stems(inputs: Sequence[PathLike]) -> Dict[str, str]:
         if len({p.suffix for p in owners[plain[k]]}) > 1:  # d/clip.wav and d/clip.mp3
             stems[k] += "_" + rel.suffix.lstrip(".")
     return stems
+
+
+def remove_temporaries(folder: PathLike, name: str = "*") -> int:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` for target file
+    names matching ``name`` (a glob); returns how many were removed."""
+    removed = 0
+    for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed

@@ -1,8 +1,12 @@
-"""``xmodal-diar diarize INPUT...``: RTTM (and optionally a PNG timeline) per input file.
+"""``xmodal-diar diarize INPUT... | --manifest FILES.csv``: RTTM (and optionally a PNG
+timeline) per input file, on this machine or on a Ray cluster (``--engine ray``).
 
-One summary line per file: duration, speakers, turns, real-time factor (processing time
-over duration) and, with ``--reference``, DER. Unreadable inputs are reported and
-skipped; the exit status is 1 if any input failed.
+One line per file: duration, speakers, turns, real-time factor and, with
+``--reference``, DER; "no speech" is said, not left to an empty RTTM. A bad input or an
+output that cannot be written is reported on one line naming the file and the batch goes
+on. The output folder gets ``summary.jsonl`` (one JSON line per input, mapping it to its
+uri), ``failures.csv`` and ``manifest/``, so that a rerun skips the files already done.
+Exit status: 0, 1 if any file failed, 130 on Ctrl-C. See :mod:`xmodal_diar.batch`.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 
@@ -20,7 +23,8 @@ def register(subparsers) -> None:
         help="diarize audio or video files (RTTM per input)",
         description="Broadcast speaker diarization with the BroadcastDiarization pipeline.",
     )
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio or video files")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="audio or video files")
+    parser.add_argument("--manifest", default=None, help="CSV listing the inputs (column path, or the first)")
     parser.add_argument("--model", default=None, help="model directory (default: the embedded model)")
     parser.add_argument("--num-speakers", type=int, default=None, help="exact number of speakers")
     parser.add_argument("--min-speakers", type=int, default=None)
@@ -31,6 +35,15 @@ def register(subparsers) -> None:
     parser.add_argument("--plot", action="store_true", help="also write <uri>.png (timeline)")
     parser.add_argument("--reference", default=None, help="reference RTTM: DER in the summary, and in --plot")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray = parser.add_argument_group("batch engine")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: one file after another here (default); ray: Ray actors")
+    ray.add_argument("--address", default=None, help="Ray cluster (auto or HOST:PORT); default: a local Ray")
+    ray.add_argument("--workers", type=int, default=None, help="Ray actors (default: the cluster's CPUs)")
+    ray.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves per actor (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, default=1.0,
+                     help="GPU share per actor with --device cuda (default 1; 0.25: four actors per GPU)")
+    ray.add_argument("--retries", type=int, default=2, help="retries of a file whose worker died (default 2)")
     parser.set_defaults(handler=run)
 
 
@@ -43,81 +56,59 @@ def _check_args(args) -> None:
         raise ValueError("--num-speakers cannot be combined with --min-speakers/--max-speakers")
     if args.min_speakers and args.max_speakers and args.min_speakers > args.max_speakers:
         raise ValueError(f"--min-speakers ({args.min_speakers}) > --max-speakers ({args.max_speakers})")
-    if args.reference is not None and not Path(args.reference).is_file():
-        raise FileNotFoundError(f"--reference: {args.reference} does not exist")
-
-
-def plot_timeline(path: Path, hypothesis, reference=None) -> Path:
-    """PNG timeline: see :func:`xmodal_diar.eval.plots.plot_timeline`."""
-    from xmodal_diar.eval.plots import plot_timeline as plot
-
-    return plot(path, hypothesis, reference)
+    if not args.inputs and args.manifest is None:
+        raise ValueError("give INPUT files or --manifest FILES.csv")
+    if args.engine == "local" and (args.address or args.workers):
+        raise ValueError("--address and --workers need --engine ray")
+    if args.cpus_per_worker <= 0 or args.gpus_per_worker <= 0:
+        raise ValueError("--cpus-per-worker and --gpus-per-worker must be > 0")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if args.retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {args.retries}")
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # Ctrl-C before the batch started (imports, loading)
+        print("xmodal-diar diarize: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     _check_args(args)
-    import torch
-    from pyannote.audio.pipelines.utils.hook import ProgressHook
+    from xmodal_diar.batch import BatchInterrupted, BatchOptions, read_input_list, read_reference, run_batch
+    from xmodal_diar.devices import resolve_device
+    from xmodal_diar.outputs import OutputError
 
-    from xmodal_diar.audio import AudioError, load_audio
-    from xmodal_diar.pipelines import load_pipeline
-
-    pipeline = load_pipeline(args.model)
-    pipeline.to(torch.device(args.device))
-    references = {}
+    inputs = list(args.inputs) + (read_input_list(args.manifest) if args.manifest else [])
     if args.reference is not None:
-        from pyannote.database.util import load_rttm
-
-        references = load_rttm(args.reference)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    failures = 0
-    face_extractor = None
-    for source in args.inputs:
-        path = Path(source)
-        uri = path.stem
-        try:
-            started = time.perf_counter()
-            waveform = load_audio(path)
-            file = {"waveform": waveform[None], "sample_rate": 16000, "uri": uri}
-            if args.video:
-                from xmodal_diar.faces import FaceExtractor, extract_face_tracks
-
-                if face_extractor is None:  # load the face models once for all inputs
-                    face_extractor = FaceExtractor(
-                        "blazeface", "dlib5", "dlib", keep_aligned=False, embed_workers=int((os.cpu_count() or 1) > 1)
-                    )
-                file["face_evidence"] = extract_face_tracks(path, extractor=face_extractor)
-            kwargs = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers, max_speakers=args.max_speakers)
-            with ProgressHook(transient=True, hidden=args.quiet) as hook:
-                diarization = pipeline(file, hook=hook, **kwargs)
-            elapsed = time.perf_counter() - started
-        except (AudioError, FileNotFoundError, ValueError, RuntimeError) as exc:
-            failures += 1
-            print(f"{source}: FAILED: {exc}", file=sys.stderr)
-            continue
-        rttm = out_dir / f"{uri}.rttm"
-        with open(rttm, "w") as fp:
-            diarization.write_rttm(fp)
-        duration = waveform.shape[-1] / 16000
-        summary = (
-            f"{source}: {duration:.1f} s, {len(diarization.labels())} speakers, "
-            f"{len(diarization)} turns, RTF {elapsed / duration:.3f} -> {rttm}"
-        )
-        reference = references.get(uri)
-        if args.reference is not None:
-            if reference is None:
-                summary += f" (no reference for uri {uri!r} in {args.reference})"
-            else:
-                from pyannote.core import Segment, Timeline
-                from pyannote.metrics.diarization import DiarizationErrorRate
-
-                whole = Timeline([Segment(0.0, duration)], uri=uri)  # the reference annotates the whole file
-                summary += f", DER {100 * DiarizationErrorRate()(reference, diarization, uem=whole):.1f} %"
-        if args.plot:
-            plot_timeline(out_dir / f"{uri}.png", diarization, reference)
-        print(summary)
-    if failures:
-        print(f"{failures} of {len(args.inputs)} inputs failed", file=sys.stderr)
-    return 1 if failures else 0
+        read_reference(args.reference)  # a bad reference stops the batch before it starts
+    resolve_device(args.device)  # a one-line error for e.g. cuda without CUDA, before any loading
+    options = BatchOptions(
+        model=args.model, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
+        max_speakers=args.max_speakers, video=args.video, device=args.device, plot=args.plot,
+        reference=args.reference,
+        # locally, face embedding runs in a second process on multi-core machines; Ray workers embed in-process
+        face_embed_workers=int(args.engine == "local" and (os.cpu_count() or 1) > 1),
+    )
+    engine_kwargs = {}
+    if args.engine == "ray":
+        engine_kwargs = dict(address=args.address, workers=args.workers, max_retries=args.retries,
+                             cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker)
+    try:
+        report = run_batch(inputs, options, args.out, engine=args.engine, quiet=args.quiet, **engine_kwargs)
+    except BatchInterrupted as exc:
+        print(f"xmodal-diar diarize: {exc}", file=sys.stderr)
+        return 130
+    except OutputError as exc:
+        print(f"xmodal-diar diarize: error: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary() + f" -> {Path(args.out) / 'summary.jsonl'}")
+    for error in report.output_errors:
+        print(f"xmodal-diar diarize: error: {error}", file=sys.stderr)
+    if report.failed:
+        print(f"{len(report.failed)} of {len(report.records)} inputs failed (see {Path(args.out) / 'failures.csv'})",
+              file=sys.stderr)
+    return 1 if report.failed or report.output_errors else 0

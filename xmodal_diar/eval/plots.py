@@ -142,8 +142,10 @@ def plot_timeline(path: PathLike, hypothesis, reference=None) -> Path:
         axes[-1, 0].set_xlabel("time (s)")
         fig.suptitle(timeline_title(hypothesis, reference, path.stem))
         fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        from xmodal_diar.outputs import atomic_write
+
+        with atomic_write(path, "wb") as fp:  # no partial PNG on a full disk
+            fig.savefig(fp, dpi=100, format="png")
     finally:
         plt.close(fig)
     return path
