@@ -5,7 +5,7 @@
 
 Run after ``train_plda.py`` (same YAML). Tuning: ``tuning_trials`` draws of
 ``tuning_speakers_per_trial`` speakers among the LibriSpeech train speakers that
-``train_plda.py`` kept out of the PLDA, ``tuning_crops_per_speaker`` random crops each;
+``train_plda.py`` kept out of the PLDA, all the consecutive crops of their utterance;
 the AHC threshold (:class:`~xmodal_diar.pipelines.turn_clustering.TurnClustering`, average
 linkage) and VBx's (threshold, Fa, Fb)
 (:class:`~xmodal_diar.pipelines.vbx_clustering.VBxTurnClustering`) maximise the mean
@@ -90,8 +90,7 @@ def main(argv: list[str]) -> int:
     # tuning material: held-out train speakers, crops
     speakers = librispeech_speakers(data / hparams["librispeech_subset"])
     _, tuning = split_speakers(list(speakers), hparams["tuning_speakers"], hparams["seed"])
-    items = librispeech_items(speakers, tuning, hparams["tuning_crops_per_speaker"], hparams["crop_min_s"],
-                              hparams["crop_max_s"], rng)
+    items = librispeech_items(speakers, tuning, hparams["crop_min_s"], hparams["crop_max_s"], rng)
     x_tune, y_tune = embed_items(items, lazy_embed, out / "embeddings_tuning.npz")
     trials = []
     for _ in range(hparams["tuning_trials"]):

@@ -3,7 +3,7 @@
 
     python train_plda.py hparams/plda.yaml [--encoder=ecapa] [--output_folder=DIR]
 
-Embeds random crops (``crop_min_s``..``crop_max_s``) of the LibriSpeech
+Embeds consecutive crops of random length (``crop_min_s``..``crop_max_s``) of the LibriSpeech
 ``train-clean-100-1utt`` utterances (minus ``tuning_speakers`` speakers kept for
 ``evaluate.py``) and the reference turns of the ami-debug TRAIN excerpts (trn00..trn09,
 overlap removed) with the chosen speaker trunk, then estimates, as in BUT's VBx recipe
@@ -80,17 +80,17 @@ def load_encoder(name: str, batch_size: int = 16) -> Embed:
 
     elif name == "campplus":
         try:
-            from xmodal_diar.models.campplus import load_campplus
+            from xmodal_diar.models.campplus import CAMPPlusTurnEncoder
         except ImportError as exc:
             raise ImportError(
                 "encoder 'campplus' needs xmodal_diar.models.campplus (the CAM++ trunk); "
                 "use --encoder=ecapa until it is installed"
             ) from exc
-        model = load_campplus().eval()
+        model = CAMPPlusTurnEncoder().eval()  # released weights, frozen
 
         def forward(waveforms):
             batch, lens = _pad(waveforms)
-            return model.encode_batch(batch, lens).reshape(len(waveforms), -1).numpy()
+            return model(batch, lens).reshape(len(waveforms), -1).numpy()
 
     else:
         raise ValueError(f"encoder: expected 'campplus' or 'ecapa', got {name!r}")
@@ -101,13 +101,16 @@ def load_encoder(name: str, batch_size: int = 16) -> Embed:
 # ---------------------------------------------------------------- training material
 
 
-def random_crops(duration: float, n: int, lo: float, hi: float, rng: np.random.Generator) -> list[tuple[float, float]]:
-    """``n`` crops of random length in ``[lo, hi]`` s at random positions (whole file if shorter)."""
-    crops = []
-    for _ in range(n):
-        length = min(float(rng.uniform(lo, hi)), duration)
-        start = float(rng.uniform(0.0, duration - length))
-        crops.append((start, start + length))
+def consecutive_crops(duration: float, lo: float, hi: float, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """Non-overlapping consecutive crops of random length in ``[lo, hi]`` s covering the file
+    (a remainder shorter than ``lo`` is dropped; a file shorter than ``lo`` is one crop)."""
+    if duration < lo:
+        return [(0.0, duration)]
+    crops, start = [], 0.0
+    while duration - start >= lo:
+        end = min(start + float(rng.uniform(lo, hi)), duration)
+        crops.append((start, end))
+        start = end
     return crops
 
 
@@ -130,16 +133,16 @@ def split_speakers(speakers: list[str], n_tuning: int, seed: int) -> tuple[list[
     return [s for s in order if s not in tuning], sorted(tuning)
 
 
-def librispeech_items(speakers: dict[str, list[Path]], keep: list[str], crops: int, lo: float, hi: float,
+def librispeech_items(speakers: dict[str, list[Path]], keep: list[str], lo: float, hi: float,
                       rng: np.random.Generator) -> list[tuple[str, Path, float, float]]:
-    """(speaker, file, start, end) crops of the utterances of the ``keep`` speakers."""
+    """(speaker, file, start, end) consecutive crops of the utterances of the ``keep`` speakers."""
     import soundfile
 
     items = []
     for speaker in keep:
         for path in speakers[speaker]:
             duration = soundfile.info(str(path)).duration
-            items += [(speaker, path, s, e) for s, e in random_crops(duration, crops, lo, hi, rng)]
+            items += [(speaker, path, s, e) for s, e in consecutive_crops(duration, lo, hi, rng)]
     return items
 
 
@@ -252,8 +255,7 @@ def training_embeddings(hparams: dict, embed: Embed | None = None) -> tuple[np.n
     data, out = hparams["data_folder"], hparams["output_folder"]
     speakers = librispeech_speakers(data / hparams["librispeech_subset"])
     train, _ = split_speakers(list(speakers), hparams["tuning_speakers"], hparams["seed"])
-    libri = librispeech_items(speakers, train, hparams["crops_per_utterance"], hparams["crop_min_s"],
-                              hparams["crop_max_s"], rng)
+    libri = librispeech_items(speakers, train, hparams["crop_min_s"], hparams["crop_max_s"], rng)
     ami = ami_items(data / hparams["ami_folder"], hparams["ami_rttm"], hparams["ami_list"],
                     hparams["ami_min_turn_s"], hparams["crop_max_s"])
     embed = embed or load_encoder(hparams["encoder"], hparams["batch_size"])
