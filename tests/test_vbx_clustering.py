@@ -15,7 +15,7 @@ import torch
 from xmodal_diar.pipelines.vbx_clustering import DEFAULT_PLDA_DIR, DEFAULT_PLDA_TRUNK, VBxTurnClustering, load_plda
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "SharedData" / "PLDA"
-SECONDS = 4.0
+SECONDS = 3.0
 
 
 def _recipe():

@@ -30,6 +30,9 @@ default (``xmodal_diar/pretrained/default/plda/``) fits the CAM++ trunk.
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 from pathlib import Path
 from typing import Optional, Union
 
@@ -126,7 +129,8 @@ class VBxTurnClustering(BaseClustering):
         except ValueError as exc:  # matmul shape mismatch
             raise ValueError(f"VBx clustering: embeddings of dimension {embeddings.shape[1]} do not fit this PLDA "
                              f"(trained for another trunk?): {exc}") from exc
-        q, pi = cluster_vbx(init, features, self.plda.phi, Fa=self.Fa, Fb=self.Fb, maxIters=20)
+        with contextlib.redirect_stdout(io.StringIO()):  # pyannote's VBx prints ELBO warnings
+            q, pi = cluster_vbx(init, features, self.plda.phi, Fa=self.Fa, Fb=self.Fb, maxIters=20)
         return np.argmax(q[:, pi > 1e-7], axis=1)
 
     def __call__(

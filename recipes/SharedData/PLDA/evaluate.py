@@ -5,13 +5,14 @@
 
 Run after ``train_plda.py`` (same YAML). Tuning: ``tuning_trials`` draws of
 ``tuning_speakers_per_trial`` speakers among the LibriSpeech train speakers that
-``train_plda.py`` kept out of the PLDA, all the consecutive crops of their utterance;
+``train_plda.py`` kept out of the PLDA, all the consecutive crops (``tuning_crop_min_s``..
+``tuning_crop_max_s``, short turns as in broadcast speech) of their utterance;
 the AHC threshold (:class:`~xmodal_diar.pipelines.turn_clustering.TurnClustering`, average
 linkage) and VBx's (threshold, Fa, Fb)
 (:class:`~xmodal_diar.pipelines.vbx_clustering.VBxTurnClustering`) maximise the mean
 F-measure of purity and coverage over the trials. Report: the held-out speakers of
 ``librispeech/test-other-10x10`` (10 speakers x 10 utterances, never used above), whole
-utterances and one ``test_crop_s`` crop per utterance: purity, coverage and the number of
+utterances and one crop per utterance of each length in ``test_crop_s``: purity, coverage and the number of
 clusters. Writes ``output_folder/evaluation.json``.
 """
 
@@ -59,14 +60,18 @@ def score(clustering, params: dict, embeddings: np.ndarray, labels: np.ndarray, 
 
 
 def tune(clustering, grid: dict, embeddings, labels, trials) -> tuple[dict, dict]:
-    """Grid point with the best mean F-measure (ties: the first in grid order)."""
-    best = None
-    for values in itertools.product(*grid.values()):
-        params = dict(zip(grid, values))
-        result = score(clustering, params, embeddings, labels, trials)
-        if best is None or result["f_measure"] > best[1]["f_measure"]:
-            best = (params, result)
-    return best
+    """Centre of the best plateau: among the grid points with the best mean F-measure, the one
+    closest to their centroid in grid-index coordinates (ties are common on easy trials)."""
+    points, results = [], []
+    for index in itertools.product(*(range(len(v)) for v in grid.values())):
+        params = {k: v[i] for (k, v), i in zip(grid.items(), index)}
+        points.append(index)
+        results.append((params, score(clustering, params, embeddings, labels, trials)))
+    best = max(r["f_measure"] for _, r in results)
+    tied = np.array([p for p, (_, r) in zip(points, results) if r["f_measure"] == best], dtype=float)
+    scale = np.array([max(len(v) - 1, 1) for v in grid.values()], dtype=float)
+    centre = np.argmin((((tied - tied.mean(axis=0)) / scale) ** 2).sum(axis=1))
+    return results[points.index(tuple(int(i) for i in tied[centre]))]
 
 
 def main(argv: list[str]) -> int:
@@ -90,7 +95,7 @@ def main(argv: list[str]) -> int:
     # tuning material: held-out train speakers, crops
     speakers = librispeech_speakers(data / hparams["librispeech_subset"])
     _, tuning = split_speakers(list(speakers), hparams["tuning_speakers"], hparams["seed"])
-    items = librispeech_items(speakers, tuning, hparams["crop_min_s"], hparams["crop_max_s"], rng)
+    items = librispeech_items(speakers, tuning, hparams["tuning_crop_min_s"], hparams["tuning_crop_max_s"], rng)
     x_tune, y_tune = embed_items(items, lazy_embed, out / "embeddings_tuning.npz")
     trials = []
     for _ in range(hparams["tuning_trials"]):
@@ -101,15 +106,18 @@ def main(argv: list[str]) -> int:
     test = librispeech_speakers(data / hparams["test_subset"])
     import soundfile
 
-    whole, crops = [], []
+    whole, crops = [], {length: [] for length in hparams["test_crop_s"]}
     for speaker, files in sorted(test.items()):
         for path in files:
             duration = soundfile.info(str(path)).duration
             whole.append((speaker, path, 0.0, duration))
-            start = float(rng.uniform(0.0, max(duration - hparams["test_crop_s"], 0.0)))
-            crops.append((speaker, path, start, min(start + hparams["test_crop_s"], duration)))
-    x_whole, y_whole = embed_items(whole, lazy_embed, out / "embeddings_test_whole.npz")
-    x_crop, y_crop = embed_items(crops, lazy_embed, out / "embeddings_test_crops.npz")
+            for length in crops:
+                start = float(rng.uniform(0.0, max(duration - length, 0.0)))
+                crops[length].append((speaker, path, start, min(start + length, duration)))
+    conditions = {"test-other-10x10 utterances": embed_items(whole, lazy_embed, out / "embeddings_test_whole.npz")}
+    for length, items in crops.items():
+        conditions[f"test-other-10x10 {length} s crops"] = embed_items(
+            items, lazy_embed, out / f"embeddings_test_crops_{length}s.npz")
     order = np.random.default_rng(hparams["seed"]).permutation(len(whole))
 
     ahc = TurnClustering()
@@ -120,8 +128,7 @@ def main(argv: list[str]) -> int:
                                         "Fb": hparams["vbx_Fb"]}, x_tune, y_tune, trials)
     report = {"encoder": hparams["encoder"], "tuning": {"trials": len(trials), "ahc": [ahc_params, ahc_tuning],
                                                         "vbx": [vbx_params, vbx_tuning]}}
-    for name, x, y in (("test-other-10x10 utterances", x_whole, y_whole),
-                       (f"test-other-10x10 {hparams['test_crop_s']} s crops", x_crop, y_crop)):
+    for name, (x, y) in conditions.items():
         report[name] = {"ahc": score(ahc, ahc_params, x, y, [order]), "vbx": score(vbx, vbx_params, x, y, [order])}
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
