@@ -1,7 +1,7 @@
 """VBx clustering of turn embeddings with the PLDA made by recipes/SharedData/PLDA.
 
-Real embeddings: the packaged PLDA's trunk on the first seconds of the 100 utterances of
-librispeech/test-other-10x10 (10 held-out speakers), computed once per session."""
+Real embeddings: the packaged PLDA's trunk on the first SECONDS s of UTTERANCES utterances
+of each of the 10 held-out speakers of librispeech/test-other-10x10, computed once per session."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from xmodal_diar.pipelines.vbx_clustering import DEFAULT_PLDA_DIR, DEFAULT_PLDA_
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "SharedData" / "PLDA"
 SECONDS = 3.0
+UTTERANCES = 6
 
 
 def _recipe():
@@ -29,14 +30,14 @@ def _recipe():
 
 @pytest.fixture(scope="session")
 def test_other_embeddings(librispeech_test):
-    """(embeddings (100, D), speaker labels) of the first SECONDS s of each utterance."""
+    """(embeddings (10 x UTTERANCES, D), speaker labels), speakers interleaved."""
     from xmodal_diar.audio import load_audio
 
     recipe = _recipe()
     speakers = recipe.librispeech_speakers(librispeech_test)
     labels, waveforms = [], []
     for speaker, files in sorted(speakers.items()):
-        for path in files:
+        for path in files[:UTTERANCES]:
             labels.append(speaker)
             waveforms.append(load_audio(path, start=0.0, end=SECONDS))
     threads = torch.get_num_threads()

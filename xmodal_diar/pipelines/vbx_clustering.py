@@ -54,7 +54,7 @@ DEFAULT_PLDA_TRUNK = "campplus"
 PLDA_FILES = {"xvec_transform.npz": ("mean1", "mean2", "lda"), "plda.npz": ("mu", "tr", "psi")}
 RECIPE = "recipes/SharedData/PLDA/train_plda.py"
 #: tuned on held-out LibriSpeech train speakers (recipes/SharedData/PLDA/evaluate.py)
-DEFAULT_PARAMETERS = {"threshold": 0.5, "Fa": 0.1, "Fb": 1.0}
+DEFAULT_PARAMETERS = {"threshold": 0.6, "Fa": 0.2, "Fb": 2.0}
 
 
 def load_plda(directory: Union[str, Path], lda_dimension: int = 128) -> PLDA:
