@@ -25,7 +25,8 @@ here is an average-linkage cosine distance, as in
 
 The PLDA is a pair of ``.npz`` files, ``xvec_transform.npz`` (mean1, mean2, lda) and
 ``plda.npz`` (mu, tr, psi), made by ``recipes/SharedData/PLDA/train_plda.py``; the packaged
-default (``xmodal_diar/pretrained/default/plda/``) fits the CAM++ trunk.
+default (``xmodal_diar/pretrained/default/plda/``) models the bare pretrained CAM++ trunk's
+embeddings: an encoder with a trained head on top needs its own PLDA (same recipe).
 """
 
 from __future__ import annotations

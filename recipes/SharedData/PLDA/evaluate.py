@@ -3,6 +3,9 @@
 
     python evaluate.py hparams/plda.yaml [--encoder=ecapa] [--plda_folder=DIR]
 
+``plda_folder`` (default: the ``output_folder`` of ``train_plda.py``) selects the PLDA, e.g.
+``--plda_folder=../../../xmodal_diar/pretrained/default/plda`` for the packaged one.
+
 Run after ``train_plda.py`` (same YAML). Tuning: ``tuning_trials`` draws of
 ``tuning_speakers_per_trial`` speakers among the LibriSpeech train speakers that
 ``train_plda.py`` kept out of the PLDA, all the consecutive crops (``tuning_crop_min_s``..
@@ -76,12 +79,6 @@ def tune(clustering, grid: dict, embeddings, labels, trials) -> tuple[dict, dict
 
 def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
-    argv = list(argv)
-    plda_folder = None
-    for a in list(argv):
-        if a.startswith("--plda_folder="):
-            plda_folder = Path(a.split("=", 1)[1])
-            argv.remove(a)
     hparams = load_hparams(argv)
     data, out = hparams["data_folder"], hparams["output_folder"]
     rng = np.random.default_rng(hparams["seed"] + 1)
@@ -121,7 +118,7 @@ def main(argv: list[str]) -> int:
     order = np.random.default_rng(hparams["seed"]).permutation(len(whole))
 
     ahc = TurnClustering()
-    vbx = VBxTurnClustering(load_plda(plda_folder or out))
+    vbx = VBxTurnClustering(load_plda(hparams["plda_folder"] or out))
     ahc_params, ahc_tuning = tune(ahc, {"threshold": hparams["ahc_thresholds"], "method": ["average"]},
                                   x_tune, y_tune, trials)
     vbx_params, vbx_tuning = tune(vbx, {"threshold": hparams["vbx_thresholds"], "Fa": hparams["vbx_Fa"],
