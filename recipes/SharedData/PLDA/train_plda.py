@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+Item = tuple  # (speaker, audio path, start s, end s)
+
 import numpy as np
 import torch
 from hyperpyyaml import load_hyperpyyaml
@@ -134,7 +136,7 @@ def split_speakers(speakers: list[str], n_tuning: int, seed: int) -> tuple[list[
 
 
 def librispeech_items(speakers: dict[str, list[Path]], keep: list[str], lo: float, hi: float,
-                      rng: np.random.Generator) -> list[tuple[str, Path, float, float]]:
+                      rng: np.random.Generator) -> list[Item]:
     """(speaker, file, start, end) consecutive crops of the utterances of the ``keep`` speakers."""
     import soundfile
 
@@ -146,7 +148,7 @@ def librispeech_items(speakers: dict[str, list[Path]], keep: list[str], lo: floa
     return items
 
 
-def ami_items(folder: Path, rttm: str, file_list: str, min_turn: float, max_crop: float) -> list[tuple[str, Path, float, float]]:
+def ami_items(folder: Path, rttm: str, file_list: str, min_turn: float, max_crop: float) -> list[Item]:
     """Reference turns of the listed (train) excerpts without their overlapped parts, cut in
     equal pieces of at most ``max_crop`` s; the speaker label is AMI's global speaker id."""
     from pyannote.core import Timeline
@@ -170,7 +172,7 @@ def ami_items(folder: Path, rttm: str, file_list: str, min_turn: float, max_crop
     return items
 
 
-def embed_items(items: list[tuple[str, Path, float, float]], embed: Embed, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+def embed_items(items: list[Item], embed: Embed, cache: Path) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings (N, D), speaker labels (N,)) of the crops, cached in ``cache`` (.npz)."""
     labels = np.array([speaker for speaker, *_ in items])
     keys = np.array([f"{path.name}:{start:.3f}-{end:.3f}" for _, path, start, end in items])
