@@ -15,8 +15,9 @@ linkage) and VBx's (threshold, Fa, Fb)
 (:class:`~xmodal_diar.pipelines.vbx_clustering.VBxTurnClustering`) maximise the mean
 F-measure of purity and coverage over the trials. Report: the held-out speakers of
 ``librispeech/test-other-10x10`` (10 speakers x 10 utterances, never used above), whole
-utterances and one crop per utterance of each length in ``test_crop_s``: purity, coverage and the number of
-clusters. Writes ``output_folder/evaluation.json``.
+utterances and one crop per utterance of each length in ``test_crop_s``; and the reference turns
+of the ami-debug development excerpts (overlap removed, at least ``dev_min_turn_s``), each file
+clustered on its own: purity, coverage and the number of clusters. Writes ``output_folder/evaluation.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_plda import (  # noqa: E402
+    ami_items,
     embed_items,
     librispeech_items,
     librispeech_speakers,
@@ -115,6 +117,10 @@ def main(argv: list[str]) -> int:
     for length, items in crops.items():
         conditions[f"test-other-10x10 {length} s crops"] = embed_items(
             items, lazy_embed, out / f"embeddings_test_crops_{length}s.npz")
+    dev = ami_items(data / hparams["ami_folder"], hparams["dev_rttm"], hparams["dev_list"], hparams["dev_min_turn_s"],
+                    hparams["crop_max_s"], train_only=False)
+    x_dev, y_dev = embed_items(dev, lazy_embed, out / "embeddings_ami_dev.npz")
+    dev_files = np.array([path.stem for _, path, _, _ in dev])
     order = np.random.default_rng(hparams["seed"]).permutation(len(whole))
 
     ahc = TurnClustering()
@@ -127,6 +133,9 @@ def main(argv: list[str]) -> int:
                                                         "vbx": [vbx_params, vbx_tuning]}}
     for name, (x, y) in conditions.items():
         report[name] = {"ahc": score(ahc, ahc_params, x, y, [order]), "vbx": score(vbx, vbx_params, x, y, [order])}
+    dev_trials = [np.flatnonzero(dev_files == uri) for uri in np.unique(dev_files)]
+    report["ami-debug development reference turns (per file)"] = {
+        "ahc": score(ahc, ahc_params, x_dev, y_dev, dev_trials), "vbx": score(vbx, vbx_params, x_dev, y_dev, dev_trials)}
     (out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return 0

@@ -148,14 +148,15 @@ def librispeech_items(speakers: dict[str, list[Path]], keep: list[str], lo: floa
     return items
 
 
-def ami_items(folder: Path, rttm: str, file_list: str, min_turn: float, max_crop: float) -> list[Item]:
+def ami_items(folder: Path, rttm: str, file_list: str, min_turn: float, max_crop: float,
+              train_only: bool = True) -> list[Item]:
     """Reference turns of the listed (train) excerpts without their overlapped parts, cut in
     equal pieces of at most ``max_crop`` s; the speaker label is AMI's global speaker id."""
     from pyannote.core import Timeline
     from pyannote.database.util import load_rttm
 
     uris = (folder / file_list).read_text().split()
-    if any(not u.startswith("trn") for u in uris):
+    if train_only and any(not u.startswith("trn") for u in uris):
         raise ValueError(f"{folder / file_list}: PLDA training reads the train excerpts (trn*) only, got {uris}")
     references = load_rttm(folder / rttm)
     items = []
