@@ -131,8 +131,7 @@ def test_recipe_plda_loads_with_pyannote_and_clusters(test_other_embeddings, tmp
     assert purity > 0.9 and coverage > 0.9
 
 
-def test_plda_files_missing_or_of_the_wrong_kind(tmp_path, test_other_embeddings):
-    recipe = _recipe()
+def test_plda_files_missing_or_of_the_wrong_kind(tmp_path):
     np.savez(tmp_path / "xvec_transform.npz", mean1=np.zeros(4), mean2=np.zeros(2), lda=np.zeros((4, 2)))
     with pytest.raises(FileNotFoundError, match="plda.npz"):
         VBxTurnClustering(tmp_path)
@@ -142,7 +141,10 @@ def test_plda_files_missing_or_of_the_wrong_kind(tmp_path, test_other_embeddings
     (tmp_path / "plda.npz").write_text("not a PLDA\n")
     with pytest.raises(ValueError, match=r"plda\.npz"):
         load_plda(tmp_path)
-    # a PLDA of another dimension than the embeddings
+
+
+def test_plda_of_another_dimension(tmp_path, test_other_embeddings):
+    recipe = _recipe()
     embeddings, labels = test_other_embeddings
     transform, model = recipe.train_lda_plda(embeddings[:, :20], labels, lda_dimension=5, iterations=1)
     recipe.write_npz(tmp_path / "xvec_transform.npz", transform)
