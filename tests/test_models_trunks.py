@@ -218,7 +218,7 @@ def test_frozen_trunk_exports_load_offline_and_stay_small(tmp_path, monkeypatch,
 
 def test_trunk_cache_feeds_the_head_only(tmp_path, librispeech_test, one_torch_thread):
     """Cached frozen-trunk embeddings of real crops; the encoder in cached mode = head o trunk."""
-    from xmodal_diar.training.trunk_cache import build_trunk_cache, use_cached_trunk_inputs
+    from xmodal_diar.training.trunk_cache import build_trunk_cache, merge_shards, use_cached_trunk_inputs
 
     _installed("campplus")
     encoder = build_encoder("trunk_head", trunk="campplus")
@@ -230,6 +230,11 @@ def test_trunk_cache_feeds_the_head_only(tmp_path, librispeech_test, one_torch_t
     again = build_trunk_cache(encoder, rows, tmp_path / "train.pt", train=True, crops_per_turn=2, crop_min=0.5,
                               crop_max=1.0, seed=3)
     assert torch.equal(again[files[0].stem]["crops"], cache[files[0].stem]["crops"])  # read back, not recomputed
+    for i in range(2):  # one shard per process, then merged: the same crops as one process
+        build_trunk_cache(encoder, rows, tmp_path / "sharded.pt", train=True, crops_per_turn=2, crop_min=0.5,
+                          crop_max=1.0, seed=3, shard=(i, 2))
+    merged = torch.load(merge_shards(tmp_path / "sharded.pt", 2), weights_only=True)["items"]
+    assert all(torch.allclose(merged[k], cache[k]["crops"], atol=1e-6) for k in cache)
     wav = load_audio(files[0], sample_rate=SR)[None, :SR]
     with torch.no_grad():
         direct = encoder.eval()(wav)

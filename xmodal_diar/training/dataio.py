@@ -239,19 +239,15 @@ def make_dataset(
 
     if trunk_cache is not None:
 
-        def _draw(uid):
+        @sb.utils.data_pipeline.takes("id")
+        @sb.utils.data_pipeline.provides("sig", "sig_key")
+        def crop(uid):  # two different cached crops (MoCo's two views) when there are several
             crops = trunk_cache[uid]["crops"]
-            return crops[int(torch.randint(0, crops.shape[0], ()))] if train else crops[0]
+            i = int(torch.randint(0, crops.shape[0], ())) if train else 0
+            yield crops[i]
+            yield crops[(i + 1) % crops.shape[0]]
 
-        @sb.utils.data_pipeline.takes("id")
-        @sb.utils.data_pipeline.provides("sig")
-        def crop(uid):
-            return _draw(uid)
-
-        @sb.utils.data_pipeline.takes("id")
-        @sb.utils.data_pipeline.provides("sig_key")
-        def key_crop(uid):
-            return _draw(uid)
+        key_crop = None
 
         @sb.utils.data_pipeline.takes("id")
         @sb.utils.data_pipeline.provides("segments")
@@ -261,7 +257,8 @@ def make_dataset(
 
     pipelines = [crop, face, label]
     if two_crops:
-        pipelines.append(key_crop)
+        if key_crop is not None:
+            pipelines.append(key_crop)
         keys.append("sig_key")
     if n_segments:
         pipelines.append(segments)

@@ -71,11 +71,17 @@ def build_trunk_cache(
     n_segments: int = 0,
     segment_duration: float = 0.5,
     seed: int = 0,
+    shard: Optional[tuple[int, int]] = None,
 ) -> dict:
     """``{ID: {"crops": (K, D), "segments": (N, D)}}`` for ``rows``, read from ``path`` when it matches.
 
     Segments (of the turns with a face only) are cached in ``<path stem>_segments<N>.pt``.
+    ``shard=(i, n)``: only rows ``k % n == i``, written to ``<path>.shard<i>of<n>`` (several
+    processes; :func:`merge_shards` then writes ``path``).
     """
+    if shard is not None:
+        path = Path(f"{path}.shard{shard[0]}of{shard[1]}")
+        n_segments = 0
     encoder = _trunk_encoder(encoder).eval()
     path = Path(path)
     base = dict(trunk=encoder.config["trunk"], seed=seed)
@@ -85,6 +91,9 @@ def build_trunk_cache(
     def crops():
         out = {}
         for k, r in enumerate(rows):
+            if shard is not None and k % shard[1] != shard[0]:
+                continue
+            torch.manual_seed(seed * 1_000_003 + k)  # each turn's crops depend on (seed, row) only
             start, stop = int(float(r["start"])), int(float(r["stop"]))
             if train:
                 bounds = [random_crop_bounds(start, stop, crop_min, crop_max) for _ in range(crops_per_turn)]
@@ -95,7 +104,8 @@ def build_trunk_cache(
                 logger.info("trunk cache %s: %d / %d turns", path.name, k + 1, len(rows))
         return out
 
-    items = {uid: {"crops": c} for uid, c in _load_or_compute(path, meta, [r["ID"] for r in rows], crops).items()}
+    ids = [r["ID"] for k, r in enumerate(rows) if shard is None or k % shard[1] == shard[0]]
+    items = {uid: {"crops": c} for uid, c in _load_or_compute(path, meta, ids, crops).items()}
     face_rows = [r for r in rows if r.get("face") is not None]
     if n_segments and face_rows:
         seg_path = path.with_name(f"{path.stem}_segments{n_segments}.pt")
@@ -123,3 +133,48 @@ def use_cached_trunk_inputs(modules: Optional[nn.Module], enabled: bool = True) 
             module.cached_inputs = enabled
             n += 1
     return n
+
+
+def merge_shards(path: Path, n: int) -> Path:
+    """Join ``<path>.shard<i>of<n>`` (same meta) into ``path``."""
+    path = Path(path)
+    parts = [torch.load(f"{path}.shard{i}of{n}", map_location="cpu", weights_only=True) for i in range(n)]
+    if any(p["meta"] != parts[0]["meta"] for p in parts):
+        raise ValueError(f"{path}: shards were built with different settings")
+    items = {k: v for p in parts for k, v in p["items"].items()}
+    torch.save({"meta": parts[0]["meta"], "items": items}, path)
+    return path
+
+
+def main(argv=None) -> int:
+    """``python -m xmodal_diar.training.trunk_cache hparams/X.yaml --data_folder=... [--shard=i/n | --merge=n]``:
+    build the training-crop cache of a recipe (same overrides as train.py), one shard per process."""
+    import sys
+
+    import speechbrain as sb
+    from hyperpyyaml import load_hyperpyyaml
+
+    from xmodal_diar.training.manifests import read_manifest
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    shard = next((a for a in argv if a.startswith("--shard=")), None)
+    merge = next((a for a in argv if a.startswith("--merge=")), None)
+    argv = [a for a in argv if a not in (shard, merge)]
+    hparams_file, _, overrides = sb.parse_arguments(argv)
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    path = Path(hparams["trunk_cache"]) / "train.pt"
+    if merge:
+        print(merge_shards(path, int(merge.split("=")[1])))
+        return 0
+    rows = read_manifest(hparams["train_annotation"], hparams["face_dim"])
+    i, n = (int(x) for x in shard.split("=")[1].split("/")) if shard else (0, 1)
+    build_trunk_cache(hparams["encoder"], rows, path, train=True, crops_per_turn=hparams["trunk_cache_crops"],
+                      crop_min=hparams["crop_min"], crop_max=hparams["crop_max"], seed=hparams["trunk_cache_seed"],
+                      shard=(i, n) if shard else None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
