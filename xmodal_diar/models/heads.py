@@ -108,8 +108,16 @@ class TrunkHeadEncoder(TurnEncoder):
                                 pretrained=pretrained, min_frames=min_frames)
         super().__init__(feature_type, feature_kwargs, TrunkHeadEmbedding(**embedding_config))
         self.rowwise_padding = feature_type == "kaldi_fbank"
+        #: True while a recipe feeds cached trunk embeddings (B, trunk_dim) instead of waveforms
+        #: (:mod:`xmodal_diar.training.trunk_cache`); never saved
+        self.cached_inputs = False
         self.embedding_config = embedding_config
         self.config = dict(embedding_config)
+
+    def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.cached_inputs:
+            return self.head_embedding(wavs)
+        return super().forward(wavs, wav_lens)
 
     def trunk_embedding(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The bare trunk's embeddings of waveforms ``(B, T)``."""

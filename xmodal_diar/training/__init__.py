@@ -84,6 +84,11 @@ def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = 
                                     Path(hparams["save_folder"]) / "pretrained",
                                     target=hparams.get("pretrained_target", "embedding_model"))
     data = run_on_main_result(dataio_prep, hparams)
+    if hparams.get("trunk_cache"):  # the frozen trunk's embeddings are cached: train the head(s) on them
+        from xmodal_diar.training.trunk_cache import use_cached_trunk_inputs
+
+        for module in hparams["modules"].values():
+            use_cached_trunk_inputs(module)
     if hparams.get("speaker_loss") == "aam" and len(data["label_encoder"]) > hparams["n_speakers"]:
         raise ValueError(f"n_speakers={hparams['n_speakers']} but the training data has "
                          f"{len(data['label_encoder'])} identities: pass --n_speakers={len(data['label_encoder'])}")
