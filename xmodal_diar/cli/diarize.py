@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--min-speakers", type=int, default=None)
     parser.add_argument("--max-speakers", type=int, default=None)
     parser.add_argument("--video", action="store_true", help="use the face tracks of the video as extra evidence")
+    parser.add_argument(
+        "--detector", default="blazeface", help="face detector for --video: blazeface (default), dlib-hog, dlib-cnn, sfd"
+    )
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--plot", action="store_true", help="also write <uri>.png (timeline)")
@@ -104,10 +107,10 @@ def run(args: argparse.Namespace) -> int:
                 from xmodal_diar.faces import FaceExtractor, extract_face_tracks
 
                 if face_extractor is None:  # load the face models once for all inputs
-                    face_extractor = FaceExtractor(
-                        "blazeface", "dlib5", "dlib", keep_aligned=False, embed_workers=int((os.cpu_count() or 1) > 1)
+                    face_extractor = FaceExtractor(  # 68 landmarks: mouth motion tells who speaks
+                        args.detector, "dlib68", "dlib", keep_aligned=False, embed_workers=int((os.cpu_count() or 1) > 1)
                     )
-                file["face_evidence"] = extract_face_tracks(path, extractor=face_extractor)
+                file["face_evidence"] = extract_face_tracks(path, extractor=face_extractor, progress=not args.quiet)
             kwargs = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers, max_speakers=args.max_speakers)
             with ProgressHook(transient=True, hidden=args.quiet) as hook:
                 diarization = pipeline(file, hook=hook, **kwargs)

@@ -39,7 +39,10 @@ def register(subparsers) -> None:
         help="1: embed faces in a second process, overlapping with detection (default on multi-core machines)",
     )
     parser.add_argument("--min-track", type=int, default=3, metavar="N", help="drop tracks of fewer detections")
-    parser.add_argument("--shot-threshold", type=float, default=0.4, help="histogram distance of a shot cut")
+    parser.add_argument(
+        "--shot-threshold", type=float, default=None,
+        help="histogram distance between consecutive frames that makes a shot cut (default: the measured one)",
+    )
     parser.add_argument("--contact-sheet", action="store_true", help="also write <stem>.faces.png")
     parser.add_argument("--save-aligned", action="store_true", help="store the aligned crops in the npz")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -58,7 +61,7 @@ def _embedder(value: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from xmodal_diar.faces import FaceExtractor, extract_face_tracks, save_contact_sheet
+    from xmodal_diar.faces import SHOT_THRESHOLD, FaceExtractor, extract_face_tracks, save_contact_sheet
 
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 extractor=extractor,
                 min_detections=args.min_track,
                 embed_every=args.embed_every,
-                shot_threshold=args.shot_threshold,
+                shot_threshold=SHOT_THRESHOLD if args.shot_threshold is None else args.shot_threshold,
                 progress=not args.quiet,
             )
         except (ValueError, OSError) as exc:  # VideoError is a ValueError; the message names the file
