@@ -35,13 +35,13 @@ def track(track_id, start, end, embedding, x=0.0):
 
 
 def test_calibration_fit_recovers_a_known_logistic_model():
+    # equal-variance Gaussians: LLR(d) = (mu_d - mu_s) / sigma^2 * ((mu_s + mu_d) / 2 - d)
     rng = np.random.default_rng(0)
+    same, different = rng.normal(0.05, 0.03, 3000), rng.normal(0.19, 0.03, 9000)
+    fitted = fit_calibration(same, different)
+    assert fitted.threshold == pytest.approx(0.12, abs=0.005)  # class-balanced: not pulled by 3x more negatives
+    assert fitted.scale == pytest.approx(0.14 / 0.03**2, rel=0.15)
     truth = FaceCalibration(threshold=0.12, scale=60.0)
-    d = rng.uniform(0.0, 0.3, 20000)
-    same = rng.random(len(d)) < truth.probability(d)
-    fitted = fit_calibration(d[same], d[~same])
-    assert fitted.threshold == pytest.approx(0.12, abs=0.005)
-    assert fitted.scale == pytest.approx(60.0, rel=0.15)
     assert truth.evidence(0.12) == pytest.approx(0.0) and truth.evidence(0.0) > 0.9 and truth.evidence(0.3) < -0.9
     with pytest.raises(ValueError, match="scale"):
         FaceCalibration(threshold=0.1, scale=0.0)
@@ -57,7 +57,7 @@ def test_offset_signs_symmetry_and_confidence_weighting():
     turns = [Segment(0, 2), Segment(2, 4), Segment(4, 6), Segment(6, 8)]
     # turn 0 and 1: one person in two shots (close faces); turn 2: another; turn 3: no face
     calibration = FaceCalibration(threshold=0.1, scale=50.0)
-    tracks = [track(1, 0.0, 2.0, [1, 0]), track(2, 2.0, 4.0, [0.999, 0.045]), track(3, 4.0, 6.0, [0.8, 0.6])]
+    tracks = [track(1, 0.0, 1.8, [1, 0]), track(2, 2.0, 3.8, [0.999, 0.045]), track(3, 4.0, 5.8, [0.8, 0.6])]
     face = FaceEvidence(calibration=calibration)
     face.instantiate({"min_confidence": 0.1, "weight": 1.0})
     offset = face(turns, tracks)

@@ -9,6 +9,7 @@ import pytest
 from pyannote.core import Annotation, Segment
 
 from xmodal_diar.faces import (
+    IDENTITY_JUMP_FACTOR,
     FaceExtractor,
     extract_face_tracks,
     link_detections,
@@ -24,11 +25,17 @@ FOUR = ("00098", "741400104", "681100216", "00015")  # th05, th09, th07, th03
 
 @pytest.fixture(scope="module")
 def cuts_montage(talking_heads, tmp_path_factory, one_torch_thread):
-    """Four people, 2 s each, hard cuts at frames 50, 100, 150; tracked WITHOUT shot cuts."""
+    """Four people, 2 s each, hard cuts at frames 50, 100, 150; tracked WITHOUT shot cuts.
+
+    Every sampled face is embedded (``embed_every=1``): an identity split can only be
+    placed as finely as the embedded faces.
+    """
     shots = [Shot((talking_heads / f"{c}.mp4",), duration=2.0) for c in FOUR]
     montage = build_montage(shots, tmp_path_factory.mktemp("montage") / "four_people.mp4")
     extractor = FaceExtractor("blazeface", "dlib5", "dlib", keep_aligned=False)
-    no_cuts = extract_face_tracks(montage.path, extractor=extractor, shot_threshold=1.0, identity_threshold=10.0)
+    no_cuts = extract_face_tracks(
+        montage.path, extractor=extractor, shot_threshold=1.0, identity_threshold=10.0, embed_every=1
+    )
     return montage, no_cuts
 
 
@@ -58,7 +65,7 @@ def test_no_track_holds_two_identities(cuts_montage):
     assert all(len(_identities(t, montage)) == 1 for t in tracks)
     assert {next(iter(_identities(t, montage))) for t in tracks} == {p[0] for p in montage.panels}
     # a missed cut: the identity split alone keeps every track pure
-    threshold = 2.0 * DLIB_CALIBRATION.threshold
+    threshold = IDENTITY_JUMP_FACTOR * DLIB_CALIBRATION.threshold
     split = split_identity_jumps(chained, threshold)
     assert all(len(_identities(t, montage)) == 1 for t in split), [
         sorted(_identities(t, montage)) for t in split

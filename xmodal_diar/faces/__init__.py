@@ -34,6 +34,7 @@ from xmodal_diar.faces.video import VideoError, iter_frames, video_info  # noqa:
 
 __all__ = [
     "FaceDetection", "FaceQuality", "FaceTrack", "FaceTracks", "TurnPairing", "ShotCut", "VideoError", "FaceCalibration",
+    "IDENTITY_JUMP_FACTOR", "SHOT_THRESHOLD",
     "FaceDetector", "Landmarker", "FaceEmbedder", "FaceExtractor",
     "build_detector", "build_landmarker", "build_embedder",
     "extract_face_tracks", "detect_and_embed", "detect_shot_cuts", "link_detections", "split_identity_jumps", "split_short_tracks", "track_quality",

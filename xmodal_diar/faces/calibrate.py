@@ -168,16 +168,32 @@ def main(argv=None) -> int:
     parser.add_argument("--embedder", default="dlib", help="face embedder (default: dlib)")
     parser.add_argument("--detector", default="blazeface")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--cache", type=Path, default=Path.home() / ".cache" / "xmodal-diar" / "face_calibration_measures.npz",
+        help="measured distances are kept here; --from-cache refits from them without re-extracting faces",
+    )
+    parser.add_argument("--from-cache", action="store_true")
     args = parser.parse_args(argv)
 
+    if args.from_cache:
+        with np.load(args.cache, allow_pickle=False) as cached:
+            measures = {k: cached[k] for k in cached.files}
+    else:
+        measures = measure(args.detector, args.embedder)
+        args.cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.cache, **measures)
+    return report(measures, args)
+
+
+def measure(detector: str, embedder: str) -> Dict[str, np.ndarray]:
+    """Every distance the calibration needs, from real faces (the slow part)."""
     import torch
 
     from xmodal_diar.faces import FaceExtractor
-    from xmodal_diar.outputs import write_text
     from xmodal_diar.shared_data import require_shared_data
 
     torch.set_num_threads(1)
-    extractor = FaceExtractor(args.detector, "dlib5", args.embedder, keep_aligned=False)
+    extractor = FaceExtractor(detector, "dlib5", embedder, keep_aligned=False)
     faces = require_shared_data("faces")
     orl_train = orl_items(faces / "orl", extractor, range(1, 21))
     orl_test = orl_items(faces / "orl", extractor, range(21, 41))
@@ -187,28 +203,41 @@ def main(argv=None) -> int:
     identity = _identities(root)
     fit_clips = sorted(c for c, w in identity.items() if w in FIT_IDENTITIES)
     test_clips = sorted(c for c, w in identity.items() if w not in FIT_IDENTITIES)
+    out = {}
+    for key, (embeddings, labels) in {
+        "orl_train_mean3": orl_train["mean3"], "celebrities": celebrities, "orl_test_mean3": orl_test["mean3"],
+        "orl_test_single": orl_test["single"], "heads": heads,
+    }.items():
+        out[f"{key}_same"], out[f"{key}_diff"] = pair_distances(embeddings, labels)
+    out["jump_fit"] = np.array(identity_jump_distances(root, extractor, fit_clips))
+    out["jump_test"] = np.array(identity_jump_distances(root, extractor, test_clips))
+    out["shots_fit"] = np.array(shot_distances(root, fit_clips))
+    out["shots_test"] = np.array(shot_distances(root, test_clips))
+    extractor.close()
+    return out
 
-    fit_same, fit_diff = [], []
-    for embeddings, labels in (orl_train["mean3"], celebrities):
-        s, d = pair_distances(embeddings, labels)
-        fit_same.append(s)
-        fit_diff.append(d)
+
+def report(measures: Dict[str, np.ndarray], args) -> int:
+    """Fit on the fitting sets, print the README tables, write the JSON."""
+    from xmodal_diar.outputs import write_text
+
+    m = measures
+    fit_same = [m["orl_train_mean3_same"], m["celebrities_same"]]
+    fit_diff = [m["orl_train_mean3_diff"], m["celebrities_diff"]]
     source = "python -m xmodal_diar.faces.calibrate: ORL s1-s20 (3-image means) + celebrities train"
     calibration = fit_calibration(np.concatenate(fit_same), np.concatenate(fit_diff), source)
 
     sets = {
         "fit: ORL s1-s20 3-image means + celebrities": (np.concatenate(fit_same), np.concatenate(fit_diff)),
-        "held out: ORL s21-s40 3-image means": pair_distances(*orl_test["mean3"]),
-        "held out: ORL s21-s40 single images": pair_distances(*orl_test["single"]),
-        "held out: talking-head track halves": pair_distances(*heads),
+        "held out: ORL s21-s40 3-image means": (m["orl_test_mean3_same"], m["orl_test_mean3_diff"]),
+        "held out: ORL s21-s40 single images": (m["orl_test_single_same"], m["orl_test_single_diff"]),
+        "held out: talking-head track halves": (m["heads_same"], m["heads_diff"]),
     }
     rows = [summarize(name, s, d, calibration.threshold) for name, (s, d) in sets.items()]
 
-    jump_fit = identity_jump_distances(root, extractor, fit_clips)
-    jump_test = identity_jump_distances(root, extractor, test_clips)
+    jump_fit, jump_test = m["jump_fit"].tolist(), m["jump_test"].tolist()
     jump_factor = float(np.sqrt(jump_fit[0] * jump_fit[1])) / calibration.threshold
-    shots_fit = shot_distances(root, fit_clips)
-    shots_test = shot_distances(root, test_clips)
+    shots_fit, shots_test = m["shots_fit"].tolist(), m["shots_test"].tolist()
     shot_threshold = float(np.sqrt(shots_fit[0] * shots_fit[1]))
     report = {
         "embedder": args.embedder,
@@ -217,7 +246,7 @@ def main(argv=None) -> int:
         "sets": rows,
         "identity_jump": {"factor": jump_factor, "threshold": jump_factor * calibration.threshold,
                           "fit_own_max_other_min": jump_fit, "test_own_max_other_min": jump_test,
-                          "fit_clips": fit_clips, "test_clips": test_clips},
+                          "fit_identities": list(FIT_IDENTITIES)},
         "shot_cut": {"threshold": shot_threshold, "fit_within_max_across_min": shots_fit,
                      "test_within_max_across_min": shots_test},
     }
@@ -244,7 +273,6 @@ def main(argv=None) -> int:
         f">= {shots_fit[1]:.3f} (fit clips); held out {shots_test[0]:.3f} / {shots_test[1]:.3f}; threshold {shot_threshold:.3f}"
     )
     print(f"-> {args.out}")
-    extractor.close()
     return 0
 
 

@@ -61,10 +61,13 @@ def cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def fit_calibration(same: Sequence[float], different: Sequence[float], source: str = "") -> FaceCalibration:
-    """Class-balanced logistic regression of "same" on the cosine distance.
+    """Class-balanced logistic regression of "same" on the cosine distance, Platt's targets.
 
-    Minimises ``mean_same log(1 + e^-LLR) + mean_diff log(1 + e^LLR)`` over
-    ``(threshold, scale)`` (scipy), so the threshold is not pulled by the many more
+    Minimises the cross-entropy ``mean_same CE(t+, P) + mean_diff CE(t-, P)`` over
+    ``(threshold, scale)`` (scipy), with Platt's (1999) smoothed targets
+    ``t+ = (N+ + 1) / (N+ + 2)`` and ``t- = 1 / (N- + 2)``: real faces are often perfectly
+    separated, where plain targets would send the scale to infinity (hard decisions
+    again). Class balancing keeps the threshold from being pulled by the many more
     different-person pairs.
     """
     from scipy.optimize import minimize
@@ -74,12 +77,16 @@ def fit_calibration(same: Sequence[float], different: Sequence[float], source: s
     if len(same) < 2 or len(different) < 2:
         raise ValueError(f"calibration needs at least 2 same and 2 different pairs, got {len(same)} and {len(different)}")
 
+    t_same = (len(same) + 1.0) / (len(same) + 2.0)
+    t_diff = 1.0 / (len(different) + 2.0)
+
+    def cross_entropy(target, llr):  # -t log sigmoid(llr) - (1 - t) log sigmoid(-llr)
+        return np.mean(target * np.logaddexp(0.0, -llr) + (1.0 - target) * np.logaddexp(0.0, llr))
+
     def loss(params):
         threshold, log_scale = params
         scale = np.exp(log_scale)
-        return np.mean(np.logaddexp(0.0, -scale * (threshold - same))) + np.mean(
-            np.logaddexp(0.0, scale * (threshold - different))
-        )
+        return cross_entropy(t_same, scale * (threshold - same)) + cross_entropy(t_diff, scale * (threshold - different))
 
     start = [0.5 * (np.median(same) + np.median(different)), np.log(10.0)]
     result = minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 4000})

@@ -18,7 +18,10 @@ Track purity: a missed shot cut (or two people swapping places) can still chain 
 identities. :func:`split_identity_jumps` cuts a track where its identity jumps: at the
 first embedded detection whose cosine distance to the mean of the track so far exceeds
 ``max_distance`` and is confirmed by the next embedded detection (one odd frame, a blur
-or a profile, does not split a track).
+or a profile, does not split a track); among the detections without embedding just
+before it, the cut goes where the box moves most (``1 - IoU``): a split is only as
+precise as the embedded faces (``embed_every``); hard cuts are found to the frame by
+:mod:`~xmodal_diar.faces.shots`.
 """
 
 from __future__ import annotations
@@ -202,10 +205,10 @@ def split_identity_jumps(tracks: Sequence[FaceTrack], max_distance: float, memor
                     nxt = np.asarray(detections[embedded[n + 1]].embedding, dtype=np.float64)
                     confirmed = 1.0 - float(nxt @ mean) / max(float(np.linalg.norm(nxt)), 1e-12) > max_distance
                     if confirmed:
-                        # the cut goes after the last detection that matched, halfway to this one
+                        # between the last face that matched and this one, cut where the box jumps most
                         last = embedded[n - 1]
-                        cut = last + max(1, (k - last + 1) // 2)
-                        cuts.append(cut)
+                        jumps = [1.0 - box_iou(detections[p - 1].box, detections[p].box)[0, 0] for p in range(last + 1, k + 1)]
+                        cuts.append(last + 1 + int(np.argmax(jumps)))
                         reference = [e]
                         continue
                 if far:
