@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     rows = []
     for name in args.only or MONTAGES:
         montage = build(name, folder, args.montages)
+        with open(args.montages / f"{name}.rttm", "w") as rttm:  # for `xmodal-diar diarize ... --reference`
+            montage.reference.write_rttm(rttm)
         waveform = load_audio(montage.path)
         duration = waveform.shape[-1] / 16000
         file = {"waveform": waveform[None], "sample_rate": 16000, "uri": name}

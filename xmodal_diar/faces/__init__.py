@@ -43,7 +43,7 @@ __all__ = [
 
 
 #: Identity-jump threshold over the embedder's calibrated (track-mean) threshold (faces README).
-IDENTITY_JUMP_FACTOR = 2.0
+IDENTITY_JUMP_FACTOR = 0.99
 
 
 def extract_face_tracks(
@@ -75,9 +75,9 @@ def extract_face_tracks(
     dominates the cost and a track's mean needs few faces; ``embed_workers=1`` embeds in a
     second process, see :class:`FaceExtractor`); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
     ``tracking_options``) makes the tracks, and :func:`split_identity_jumps` cuts them where
-    the face identity jumps (``identity_threshold``, a cosine distance; default: twice the
-    embedder's calibrated threshold, as one face against a track mean is noisier than two
-    track means; none without a calibration). Detections of dropped short tracks are kept
+    the face identity jumps (``identity_threshold``, a cosine distance; default:
+    :data:`IDENTITY_JUMP_FACTOR` times the embedder's calibrated threshold, measured by
+    ``python -m xmodal_diar.faces.calibrate``; none without a calibration). Detections of dropped short tracks are kept
     in ``untracked``. A video without faces gives no track; an unreadable one raises
     :class:`VideoError` naming the file.
     """
