@@ -10,7 +10,9 @@ the truth is known by construction):
   cuts; every person comes back);
 - ``same_person``: th01's two clips around th08 (one person in two different clips);
 - ``two_faces``: th05 left and th09 right both on screen, they take turns to speak (the
-  listener stays still; no cut, the pairing must see who speaks).
+  listener stays still; no cut, the pairing must see who speaks);
+- ``rapid_turns``: th01, th02, th06, th08 take 20 turns of about 1 s (each clip cut in
+  five), A B C D A B C D ... (hard cuts; short turns, where voices alone are weakest).
 
 For each: the embedded default pipeline (``xmodal_diar.load_pipeline()``) with the
 number of speakers left free, without and with the face tracks of the same video
@@ -40,6 +42,7 @@ MONTAGES = {
                     ("00010",), ("00015",), ("00086",), ("00373",)],
     "same_person": [("00002",), ("731200067",), ("517600055",)],
     "two_faces": "two_faces",
+    "rapid_turns": [(clip, 0.2) for _ in range(5) for clip in ("00002", "00010", "00373", "731200067")],
 }
 
 

@@ -16,7 +16,8 @@ dropped. Track quality is the mean of its detections' qualities (VGSR's QAW inpu
 
 Track purity: a missed shot cut (or two people swapping places) can still chain two
 identities. :func:`split_identity_jumps` cuts a track where its identity jumps: at the
-first embedded detection whose cosine distance to the mean of the track so far exceeds
+first embedded detection whose cosine distance to the mean of the track so far (since
+its last cut) exceeds
 ``max_distance`` and is confirmed by the next embedded detection (one odd frame, a blur
 or a profile, does not split a track); among the detections without embedding just
 before it, the cut goes where the box moves most (``1 - IoU``): a split is only as
@@ -183,11 +184,13 @@ def _unit_mean(vectors: List[np.ndarray]) -> np.ndarray:
     return m / max(float(np.linalg.norm(m)), 1e-12)
 
 
-def split_identity_jumps(tracks: Sequence[FaceTrack], max_distance: float, memory: int = 5) -> List[FaceTrack]:
+def split_identity_jumps(tracks: Sequence[FaceTrack], max_distance: float) -> List[FaceTrack]:
     """Tracks cut where the face identity jumps (see the module docstring), renumbered 0, 1, ...
 
-    ``max_distance``: cosine distance between one face and the mean of the track's last
-    ``memory`` embedded faces above which the identity has changed.
+    ``max_distance``: cosine distance between one face and the mean of all the embedded
+    faces of the track so far (since the last cut) above which the identity has changed.
+    The mean of a few recent faces would be too noisy a reference: a face that stays still
+    (a listener) gives identical embeddings, from which the next moving frame is far.
     """
     if max_distance <= 0:
         raise ValueError(f"max_distance must be a positive cosine distance, got {max_distance}")
@@ -199,7 +202,7 @@ def split_identity_jumps(tracks: Sequence[FaceTrack], max_distance: float, memor
         for n, k in enumerate(embedded):
             e = np.asarray(detections[k].embedding, dtype=np.float64)
             if reference:
-                mean = _unit_mean(reference[-memory:])
+                mean = _unit_mean(reference)
                 far = 1.0 - float(e @ mean) / max(float(np.linalg.norm(e)), 1e-12) > max_distance
                 if far and n + 1 < len(embedded):
                     nxt = np.asarray(detections[embedded[n + 1]].embedding, dtype=np.float64)
