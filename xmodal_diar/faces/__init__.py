@@ -43,7 +43,7 @@ __all__ = [
 
 
 #: Identity-jump threshold over the embedder's calibrated (track-mean) threshold (faces README).
-IDENTITY_JUMP_FACTOR = 0.97
+IDENTITY_JUMP_FACTOR = 0.69
 
 
 def extract_face_tracks(
