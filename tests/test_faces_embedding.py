@@ -144,6 +144,19 @@ def test_five_and_68_point_landmarks_agree(obama):
         eyes_and_nose(np.zeros((7, 2)))
 
 
+def test_dlib_chip_from_68_points_is_the_5_point_chip(obama, extractor):
+    """The dlib chip is aligned on dlib's 5 points even from 68 (the mouth must not move it)."""
+    from xmodal_diar.faces.alignment import DLIB5_FROM_68
+
+    rgb, detection, points68 = obama
+    assert np.abs(points68[DLIB5_FROM_68] - detection.landmarks).max() < 5  # the same 5 points (pixels)
+    from68 = extractor.embedder.embed_crops([extractor.embedder.align(rgb, points68)])[0]
+    assert 1.0 - float(from68 @ detection.embedding) < 0.01
+    opened = points68.copy()
+    opened[48:68, 1] += 15  # a wide-open mouth: the chip does not move
+    assert np.array_equal(extractor.embedder.align(rgb, opened), extractor.embedder.align(rgb, points68))
+
+
 def test_arcface_alignment_lands_on_the_template_and_undoes_rotation(obama):
     import cv2
 

@@ -1,5 +1,5 @@
 """Building blocks of BroadcastDiarization: VAD, change detection, turn merging,
-constrained clustering, face evidence, turn embedding (small synthetic inputs)."""
+constrained clustering, turn embedding (small synthetic inputs)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ import pytest
 import torch
 from pyannote.core import Segment, Timeline
 
-from xmodal_diar.faces.pairing import TurnPairing
 from xmodal_diar.pipelines.broadcast_diarization import TurnEmbedder, load_embedding_model, merge_short_turns
 from xmodal_diar.pipelines.change_detection import (
     SpeakerChangeDetection,
     bic_change_scores,
     boundary_grid,
     embedding_change_scores,
-)
-from xmodal_diar.pipelines.face_evidence import (
-    CANNOT_LINK_DISTANCE,
-    FaceEvidence,
-    constrain_distances,
-    face_identities,
-    turn_face_tracks,
 )
 from xmodal_diar.pipelines.turn_clustering import TurnClustering
 from xmodal_diar.pipelines.vad import VoiceActivityDetection, energy_speech_scores
@@ -140,46 +132,6 @@ def test_clustering_threshold_and_speaker_counts():
         clustering()(np.full((2, 3), np.nan))
 
 
-def test_face_constraints_change_the_clustering():
-    # turns 0 and 1 sound alike, turn 2 does not
-    e = np.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]])
-    assert clustering()(e).tolist() == [0, 0, 1]
-    turns = [Segment(0, 2), Segment(2, 4), Segment(4, 6)]
-    face = FaceEvidence()
-    face.instantiate({"min_confidence": 0.5, "same_face_threshold": 0.0})
-    # different confident faces on turns 0 and 1, the same face on turns 1 and 2
-    pairings = [
-        TurnPairing(Segment(0, 2), "t", 7, 0.9),
-        (Segment(2, 4), 8, 0.9),
-        ((4.0, 6.0), 8, 0.8),
-    ]
-    must, cannot = face(turns, pairings)
-    assert must[1, 2] and must[2, 1] and cannot[0, 1] and cannot[0, 2] and not must[0, 1]
-    assert clustering()(e, must, cannot).tolist() == [0, 1, 1]
-    # weak pairings are ignored
-    weak = [(s, k, 0.2) for s, k in zip(turns, (7, 8, 8))]
-    must, cannot = face(turns, weak)
-    assert not must.any() and not cannot.any()
-    d = constrain_distances(np.full((3, 3), 0.5), must | np.eye(3, dtype=bool), cannot)
-    assert d[0, 0] == 0.0 and d[0, 1] == 0.5
-    assert constrain_distances(np.zeros((2, 2)), np.zeros((2, 2), bool), ~np.eye(2, dtype=bool))[0, 1] == CANNOT_LINK_DISTANCE
-
-
-def test_face_tracks_with_close_faces_are_one_identity():
-    ids = face_identities([1, 2, 3], {1: np.array([1.0, 0.0]), 2: np.array([0.99, 0.1]), 3: np.array([0.0, 1.0])}, 0.3)
-    assert ids[1] == ids[2] != ids[3]
-    assert len(set(face_identities([1, 2], None, 0.3).values())) == 2
-
-
-def test_turn_face_tracks_needs_coverage_and_validates():
-    tracks, conf = turn_face_tracks([Segment(0, 4), Segment(4, 8)], [(Segment(0, 3), 1, 1.0), (Segment(7, 8), 2, 1.0)])
-    assert tracks == [1, None] and conf[0] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match=r"face_evidence\[0\]: confidence"):
-        turn_face_tracks([Segment(0, 1)], [(Segment(0, 1), 1, 1.5)])
-    with pytest.raises(ValueError, match=r"face_evidence\[0\]"):
-        turn_face_tracks([Segment(0, 1)], ["nonsense"])
-
-
 # ------------------------------------------------------------------------- embedding
 class MeanAbs(torch.nn.Module):
     """Tiny deterministic encoder without ``wav_lens``: (mean |x|, 1)."""
@@ -220,25 +172,3 @@ def test_load_embedding_model_errors_name_the_path(tmp_path):
         load_embedding_model(bad)
     with pytest.raises(ValueError, match="embedding"):
         load_embedding_model(None)
-
-
-def test_face_tracks_are_paired_with_the_turns_and_constrain_them():
-    from xmodal_diar.faces.types import FaceDetection, FaceTrack
-
-    def track(track_id, start, end, embedding):
-        return FaceTrack(track_id, [
-            FaceDetection(frame=int(t * 5), time=t, box=np.array([0, 0, 100, 100], np.float32), score=0.9,
-                          embedding=np.asarray(embedding, np.float32))
-            for t in np.arange(start, end + 1e-9, 0.2)
-        ])
-
-    turns = [Segment(0, 2), Segment(2, 4), Segment(4, 6)]
-    # tracks 1 and 3: one person in two shots (close faces); track 2: someone else
-    tracks = [track(1, 0.0, 2.0, [1, 0]), track(2, 2.0, 4.0, [0, 1]), track(3, 4.0, 6.0, [0.99, 0.05])]
-    face = FaceEvidence()
-    face.instantiate({"min_confidence": 0.5, "same_face_threshold": 0.3})
-    must, cannot = face(turns, tracks)
-    assert must[0, 2] and cannot[0, 1] and cannot[1, 2]
-    face.instantiate({"min_confidence": 0.5, "same_face_threshold": 0.0})  # one track, one identity
-    must, cannot = face(turns, tracks)
-    assert not must.any() and cannot[0, 2]

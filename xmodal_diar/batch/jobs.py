@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from xmodal_diar.batch import manifest
-from xmodal_diar.outputs import atomic_path, atomic_write
+from xmodal_diar.outputs import atomic_write
 
 SAMPLE_RATE = 16000
 
@@ -36,6 +36,10 @@ class BatchOptions:
     reference: Optional[str] = None
     torch_threads: Optional[int] = None
     face_embed_workers: int = 0
+    #: face detector of ``--video`` (blazeface, dlib-hog, dlib-cnn, sfd)
+    detector: str = "blazeface"
+    #: a progress bar during face extraction (local runs)
+    face_progress: bool = False
 
     def config(self) -> Dict[str, Any]:
         """The options that change a file's outputs: a rerun with other values recomputes."""
@@ -46,6 +50,7 @@ class BatchOptions:
             "min_speakers": self.min_speakers,
             "max_speakers": self.max_speakers,
             "video": self.video,
+            "detector": self.detector if self.video else None,
             "plot": self.plot,
             "reference": None if self.reference is None else str(Path(self.reference).resolve()),
         }
@@ -127,8 +132,8 @@ class DiarizeWorker:
         if self._faces is None:
             from xmodal_diar.faces import FaceExtractor
 
-            self._faces = FaceExtractor(
-                "blazeface", "dlib5", "dlib", keep_aligned=False, embed_workers=self.options.face_embed_workers
+            self._faces = FaceExtractor(  # 68 landmarks: mouth motion tells who speaks
+                self.options.detector, "dlib68", "dlib", keep_aligned=False, embed_workers=self.options.face_embed_workers
             )
         return self._faces
 
@@ -161,10 +166,11 @@ class DiarizeWorker:
             if has_video(path):
                 from xmodal_diar.faces import extract_face_tracks
 
-                file["face_evidence"] = extract_face_tracks(path, extractor=self.face_extractor())
+                file["face_evidence"] = extract_face_tracks(
+                    path, extractor=self.face_extractor(), progress=self.options.face_progress
+                )
                 outputs.append(f"{job.uri}.faces.npz")
-                with atomic_path(self.out_dir / outputs[-1]) as tmp:
-                    file["face_evidence"].save(tmp)
+                file["face_evidence"].save(self.out_dir / outputs[-1])  # atomic
             else:
                 warnings.append("no video stream: diarized from audio only")
         output = self.pipeline(

@@ -30,6 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--min-speakers", type=int, default=None)
     parser.add_argument("--max-speakers", type=int, default=None)
     parser.add_argument("--video", action="store_true", help="use the face tracks of the video as extra evidence")
+    parser.add_argument(
+        "--detector", default="blazeface", help="face detector for --video: blazeface (default), dlib-hog, dlib-cnn, sfd"
+    )
     parser.add_argument("--out", default=".", help="output folder (default: current folder)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--plot", action="store_true", help="also write <uri>.png (timeline)")
@@ -89,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
     options = BatchOptions(
         model=args.model, num_speakers=args.num_speakers, min_speakers=args.min_speakers,
         max_speakers=args.max_speakers, video=args.video, device=args.device, plot=args.plot,
-        reference=args.reference,
+        reference=args.reference, detector=args.detector, face_progress=not args.quiet and args.engine == "local",
         # locally, face embedding runs in a second process on multi-core machines; Ray workers embed in-process
         face_embed_workers=int(args.engine == "local" and (os.cpu_count() or 1) > 1),
     )

@@ -43,7 +43,10 @@ def register(subparsers) -> None:
         help="1: embed faces in a second process, overlapping with detection (default on multi-core machines)",
     )
     parser.add_argument("--min-track", type=int, default=3, metavar="N", help="drop tracks of fewer detections")
-    parser.add_argument("--shot-threshold", type=float, default=0.4, help="histogram distance of a shot cut")
+    parser.add_argument(
+        "--shot-threshold", type=float, default=None,
+        help="histogram distance between consecutive frames that makes a shot cut (default: the measured one)",
+    )
     parser.add_argument("--contact-sheet", action="store_true", help="also write <stem>.faces.png")
     parser.add_argument("--save-aligned", action="store_true", help="store the aligned crops in the npz")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     after the embedding worker process is shut down (nothing partial is written: outputs
     are atomic). Without this, SIGTERM's default action killed only this process and left
     the worker and multiprocessing's resource tracker running."""
-    from xmodal_diar.faces import FaceExtractor
+    from xmodal_diar.faces import SHOT_THRESHOLD, FaceExtractor
 
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
@@ -115,7 +118,7 @@ def _extract_all(args: argparse.Namespace, extractor) -> list:
                 extractor=extractor,
                 min_detections=args.min_track,
                 embed_every=args.embed_every,
-                shot_threshold=args.shot_threshold,
+                shot_threshold=SHOT_THRESHOLD if args.shot_threshold is None else args.shot_threshold,
                 progress=not args.quiet,
             )
         except (ValueError, OSError) as exc:  # VideoError is a ValueError; the message names the file

@@ -25,18 +25,25 @@ from xmodal_diar.faces.detection import FaceDetector, build_detector
 from xmodal_diar.faces.alignment import Landmarker, build_landmarker
 from xmodal_diar.faces.io import FaceTracks, load_face_tracks
 from xmodal_diar.faces.pairing import TurnPairing, load_turns, pair_turns_with_tracks
+from xmodal_diar.faces.calibration import FaceCalibration
+from xmodal_diar.faces.shots import DEFAULT_THRESHOLD as SHOT_THRESHOLD
 from xmodal_diar.faces.shots import ShotCut, ShotCutDetector, detect_shot_cuts
-from xmodal_diar.faces.tracking import link_detections, split_short_tracks, track_quality
+from xmodal_diar.faces.tracking import link_detections, split_identity_jumps, split_short_tracks, track_quality
 from xmodal_diar.faces.types import FaceDetection, FaceQuality, FaceTrack
 from xmodal_diar.faces.video import VideoError, iter_frames, video_info  # noqa: F401 (re-exported)
 
 __all__ = [
-    "FaceDetection", "FaceQuality", "FaceTrack", "FaceTracks", "TurnPairing", "ShotCut", "VideoError",
+    "FaceDetection", "FaceQuality", "FaceTrack", "FaceTracks", "TurnPairing", "ShotCut", "VideoError", "FaceCalibration",
+    "IDENTITY_JUMP_FACTOR", "SHOT_THRESHOLD",
     "FaceDetector", "Landmarker", "FaceEmbedder", "FaceExtractor",
     "build_detector", "build_landmarker", "build_embedder",
-    "extract_face_tracks", "detect_and_embed", "detect_shot_cuts", "link_detections", "split_short_tracks", "track_quality",
+    "extract_face_tracks", "detect_and_embed", "detect_shot_cuts", "link_detections", "split_identity_jumps", "split_short_tracks", "track_quality",
     "pair_turns_with_tracks", "load_turns", "load_face_tracks", "contact_sheet", "save_contact_sheet",
 ]
+
+
+#: Identity-jump threshold over the embedder's calibrated (track-mean) threshold (faces README).
+IDENTITY_JUMP_FACTOR = 0.69
 
 
 def extract_face_tracks(
@@ -47,7 +54,7 @@ def extract_face_tracks(
     landmarks: Union[str, Landmarker] = "dlib5",
     embedder: Union[str, FaceEmbedder] = "dlib",
     extractor: Optional[FaceExtractor] = None,
-    shot_threshold: float = 0.4,
+    shot_threshold: float = SHOT_THRESHOLD,
     min_detections: int = 3,
     min_duration: float = 0.0,
     max_gap: float = 1.0,
@@ -55,17 +62,22 @@ def extract_face_tracks(
     embed_every: int = 3,
     embed_workers: int = 0,
     progress: bool = False,
+    identity_threshold: Optional[float] = None,
     **tracking_options,
 ) -> FaceTracks:
     """Face tracks of ``video`` sampled at ``fps`` frames per second (None: every frame).
 
-    One decoding pass: each sampled frame feeds the shot-cut detector
-    (:class:`ShotCutDetector`, ``shot_threshold``) and the face ``extractor`` (built from
+    One decoding pass: every decoded frame feeds the shot-cut detector
+    (:class:`ShotCutDetector`, ``shot_threshold``: cuts to the frame), each sampled frame
+    the face ``extractor`` (built from
     ``detector``/``landmarks``/``embedder`` unless given, to reuse loaded models across
     videos; only every ``embed_every``-th sampled frame is embedded, as dlib's embedder
     dominates the cost and a track's mean needs few faces; ``embed_workers=1`` embeds in a
     second process, see :class:`FaceExtractor`); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
-    ``tracking_options``) makes the tracks. Detections of dropped short tracks are kept
+    ``tracking_options``) makes the tracks, and :func:`split_identity_jumps` cuts them where
+    the face identity jumps (``identity_threshold``, a cosine distance; default:
+    :data:`IDENTITY_JUMP_FACTOR` times the embedder's calibrated threshold, measured by
+    ``python -m xmodal_diar.faces.calibrate``; none without a calibration). Detections of dropped short tracks are kept
     in ``untracked``. A video without faces gives no track; an unreadable one raises
     :class:`VideoError` naming the file.
     """
@@ -74,15 +86,19 @@ def extract_face_tracks(
         extractor = FaceExtractor(detector, landmarks, embedder, keep_aligned=keep_aligned, embed_workers=embed_workers)
     shots = ShotCutDetector(threshold=shot_threshold)
     detections = []
-    for frame, time, rgb, found in iter_frame_detections(
-        video, fps, extractor, embed_every=embed_every, progress=progress
+    for _, _, _, found in iter_frame_detections(
+        video, fps, extractor, embed_every=embed_every, progress=progress, on_frame=shots.update
     ):
-        shots.update(frame, time, rgb)
         detections.extend(found)
     cuts = [c.time for c in shots.cuts]
     tracks = link_detections(
         detections, shot_cuts=cuts, min_detections=1, max_gap=max_gap, **tracking_options
     )
+    calibration = extractor.embedder.calibration
+    if identity_threshold is None and calibration is not None:
+        identity_threshold = IDENTITY_JUMP_FACTOR * calibration.threshold
+    if identity_threshold is not None:
+        tracks = split_identity_jumps(tracks, identity_threshold)
     kept, dropped = split_short_tracks(tracks, min_detections, min_duration)
     untracked = [d for t in dropped for d in t.detections]
     for new_id, track in enumerate(kept):

@@ -11,6 +11,11 @@ the model wants, ``embed_crops(crops)`` embeds such crops.
   ``(N, 3, 112, 112)`` float input ``(pixel - mean) / std`` (RGB unless ``bgr=True``),
   ``(N, D)`` output; crops aligned to the ArcFace 5-point template.
 - ``"onnx"``: the same for an ONNX model, through ``onnxruntime`` (optional dependency).
+
+Each embedder declares its ``calibration`` (:class:`~xmodal_diar.faces.calibration.FaceCalibration`:
+same-identity threshold and score scale on the cosine distance), measured on real faces by
+``python -m xmodal_diar.faces.calibrate``; a user's model passes its own
+(``calibration=FaceCalibration(...)``) or has none (face evidence then uses tracks only).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Deque, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm.auto import tqdm
 
+from xmodal_diar.faces.calibration import FaceCalibration
 from xmodal_diar.faces.alignment import Landmarker, align_arcface, build_landmarker, dlib_face_chip
 from xmodal_diar.faces.detection import DEFAULT_DETECTOR, FaceDetector, build_detector
 from xmodal_diar.faces.quality import face_quality
@@ -51,6 +57,7 @@ class FaceEmbedder(ABC):
     name: str = ""
     dimension: int = 0
     options: dict = {}
+    calibration: Optional[FaceCalibration] = None  #: same-identity threshold and scale, if measured
 
     @abstractmethod
     def align(self, rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -75,11 +82,19 @@ class FaceEmbedder(ABC):
         return self.embed_crops([self.align(rgb, d.landmarks) for d in detections])
 
 
+#: dlib's 128-D embedder, measured by ``python -m xmodal_diar.faces.calibrate`` (faces README).
+DLIB_CALIBRATION = FaceCalibration(
+    threshold=0.0745, scale=191.3,
+    source="python -m xmodal_diar.faces.calibrate: ORL s21-s40 single images + celebrities train",
+)
+
+
 class DlibEmbedder(FaceEmbedder):
     """dlib's 128-D face ResNet on ``dlib.get_face_chip`` crops (150x150, padding 0.25)."""
 
     name = "dlib"
     dimension = 128
+    calibration = DLIB_CALIBRATION
 
     def __init__(self, path: Optional[PathLike] = None, num_jitters: int = 0):
         import dlib
@@ -113,8 +128,10 @@ class _ArcFaceStyleEmbedder(FaceEmbedder):
         std: Union[float, Tuple[float, float, float]] = 127.5,
         bgr: bool = False,
         batch_size: int = 32,
+        calibration: Optional[FaceCalibration] = None,
     ):
         self.path = Path(path)
+        self.calibration = calibration
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.name} face model {self.path} does not exist")
         self.options = {"path": str(path), "input_size": input_size, "mean": mean, "std": std, "bgr": bgr,
@@ -201,6 +218,11 @@ class OnnxEmbedder(_ArcFaceStyleEmbedder):
 EMBEDDER_NAMES = ("dlib", "torchscript", "onnx")
 
 
+def embedder_calibration(name: str) -> Optional[FaceCalibration]:
+    """The calibration an embedder of that ``name`` declares (None: unknown, e.g. a user's model)."""
+    return {"dlib": DlibEmbedder.calibration}.get(name)
+
+
 def build_embedder(name: Union[str, FaceEmbedder] = "dlib", **options) -> FaceEmbedder:
     """An embedder by name: ``dlib``, ``torchscript`` (``path=``) or ``onnx`` (``path=``)."""
     if isinstance(name, FaceEmbedder):
@@ -260,6 +282,15 @@ class FaceExtractor:
         self.detector = build_detector(detector, **options)
         self.landmarker = build_landmarker(landmarks)
         self.embedder = build_embedder(embedder, **(embedder_options or {}))
+        # dlib's embedder is aligned (and calibrated) on dlib's own 5-point predictor: with
+        # 68 points (kept on the detections for the mouth), its chips come from the 5-point
+        # predictor too; the 68-point eye corners jitter, and a speaking face's embedding
+        # wandered 0.078 from its track mean against 0.032 (clip 00098)
+        self._aligner = (
+            build_landmarker("dlib5")
+            if getattr(self.landmarker, "points", 0) == 68 and isinstance(self.embedder, DlibEmbedder)
+            else None
+        )
         self.keep_aligned = keep_aligned
         self.embed_workers = embed_workers
         self._pool: Optional[ProcessPoolExecutor] = None
@@ -272,7 +303,8 @@ class FaceExtractor:
             return [], []
         boxes = [box for box, _ in found]
         points = self.landmarker.landmarks(rgb, boxes)
-        crops = [self.embedder.align(rgb, p) for p in points]
+        aligning = points if self._aligner is None else self._aligner.landmarks(rgb, boxes)
+        crops = [self.embedder.align(rgb, p) for p in aligning]
         detections = [
             FaceDetection(
                 frame=frame,
@@ -356,19 +388,21 @@ def iter_frame_detections(
     *,
     embed_every: int = 1,
     progress: bool = True,
+    on_frame=None,
 ) -> Iterator[Tuple[int, float, np.ndarray, List[FaceDetection]]]:
     """``(frame, time, rgb, detections)`` for each frame sampled at ``fps``, decoded once.
 
     Only every ``embed_every``-th sampled frame is embedded (``embedding=None`` elsewhere).
     With ``extractor.embed_workers`` the embeddings are computed in the worker process
     while the next frames are decoded: they are set on the yielded detections by the time
-    the iteration ends (at most :data:`MAX_PENDING_FRAMES` frames behind).
+    the iteration ends (at most :data:`MAX_PENDING_FRAMES` frames behind). ``on_frame``
+    sees every decoded frame's thumbnail (see :func:`~xmodal_diar.faces.video.iter_frames`).
     """
     if embed_every < 1:
         raise ValueError(f"embed_every must be a positive number of sampled frames, got {embed_every}")
     info = video_info(path)
     total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
-    frames = iter_frames(path, fps)
+    frames = iter_frames(path, fps, on_frame=on_frame)
     pending: Deque[Tuple[List[FaceDetection], Future]] = deque()
 
     def resolve(keep: int) -> None:

@@ -5,10 +5,14 @@ the sampling period (a detection at ``t`` stands for ``[t - h, t + h]``):
 
 - coverage  ``c_k = |[start_k - h, end_k + h] ∩ s| / |s|``;
 - prominence ``p_k``: weighted mean of cues, each relative to the best candidate of the
-  turn: face size (mean box side), frontality (mean :class:`FaceQuality` frontality),
-  persistence (track duration) and, when every candidate has 68-point landmarks,
-  mouth motion energy (std of the inner-lip opening over the turn, relative to box height);
-- score ``r_k = c_k * p_k``.
+  turn: face size (mean box side), frontality (mean :class:`FaceQuality` frontality) and
+  persistence (track duration);
+- who speaks ``m_k``: mouth motion over the turn (std of the inner-lip opening, relative
+  to the box height, from 68-point landmarks), relative to the most moving candidate,
+  ``m_k = (mouth_k / max_l mouth_l) ** w_mouth`` (1 when a candidate lacks 68 points or
+  there is one candidate): with two faces on screen and one voice, the face whose lips
+  move takes the turn, and a still face loses its share;
+- score ``r_k = c_k * p_k * m_k``.
 
 The turn goes to ``k* = argmax r_k`` with confidence ``c_k* * r_k* / sum_k r_k`` in [0, 1]
 (its coverage, shared when other faces compete). A turn whose best coverage is below
@@ -143,6 +147,8 @@ def pair_turns_with_tracks(
         prominence = np.zeros(len(candidates))
         total_weight = 0.0
         for name, w in weights.items():
+            if name == "mouth":
+                continue
             values = [c[name] for c in cues_k]
             if w <= 0 or any(v is None for v in values):
                 continue  # a cue counts only when every candidate has it
@@ -151,7 +157,11 @@ def pair_turns_with_tracks(
             prominence += w * (values / top if top > 0 else np.ones_like(values))
             total_weight += w
         prominence = prominence / total_weight if total_weight > 0 else np.ones(len(candidates))
-        score = np.asarray(coverage) * prominence
+        speaking = np.ones(len(candidates))
+        mouths = [c["mouth"] for c in cues_k]
+        if len(candidates) > 1 and weights["mouth"] > 0 and None not in mouths and max(mouths) > 0:
+            speaking = (np.asarray(mouths) / max(mouths)) ** weights["mouth"]
+        score = np.asarray(coverage) * prominence * speaking
         best = int(np.argmax(score))
         confidence = float(coverage[best] * score[best] / score.sum()) if score.sum() > 0 else 0.0
         paired = coverage[best] >= min_coverage and confidence >= min_confidence

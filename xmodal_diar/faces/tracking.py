@@ -13,6 +13,16 @@ The assignment maximising the total affinity is found by the Hungarian algorithm
 when their boxes cross). A track is closed at a shot cut and after ``max_gap`` seconds
 without a detection; tracks shorter than ``min_detections`` / ``min_duration`` are
 dropped. Track quality is the mean of its detections' qualities (VGSR's QAW input).
+
+Track purity: a missed shot cut (or two people swapping places) can still chain two
+identities. :func:`split_identity_jumps` cuts a track where its identity jumps: at the
+first embedded detection whose cosine distance to the mean of the track so far (since
+its last cut) exceeds
+``max_distance`` and is confirmed by the next embedded detection (one odd frame, a blur
+or a profile, does not split a track); among the detections without embedding just
+before it, the cut goes where the box moves most (``1 - IoU``): a split is only as
+precise as the embedded faces (``embed_every``); hard cuts are found to the frame by
+:mod:`~xmodal_diar.faces.shots`.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from scipy.optimize import linear_sum_assignment
 
 from xmodal_diar.faces.types import FaceDetection, FaceQuality, FaceTrack
 
-__all__ = ["box_iou", "link_detections", "split_short_tracks", "track_quality"]
+__all__ = ["box_iou", "link_detections", "split_identity_jumps", "split_short_tracks", "track_quality"]
 
 _FORBIDDEN = 1e6  # cost of a pair that must not be linked
 
@@ -167,3 +177,49 @@ def track_quality(track: FaceTrack) -> Optional[FaceQuality]:
         return None
     mean = np.mean(np.stack(q), axis=0)
     return FaceQuality(**{f: float(v) for f, v in zip(FaceQuality.FIELDS, mean)})
+
+
+def _unit_mean(vectors: List[np.ndarray]) -> np.ndarray:
+    m = np.mean(np.stack(vectors), axis=0)
+    return m / max(float(np.linalg.norm(m)), 1e-12)
+
+
+def split_identity_jumps(tracks: Sequence[FaceTrack], max_distance: float) -> List[FaceTrack]:
+    """Tracks cut where the face identity jumps (see the module docstring), renumbered 0, 1, ...
+
+    ``max_distance``: cosine distance between one face and the mean of all the embedded
+    faces of the track so far (since the last cut) above which the identity has changed.
+    The mean of a few recent faces would be too noisy a reference: a face that stays still
+    (a listener) gives identical embeddings, from which the next moving frame is far.
+    """
+    if max_distance <= 0:
+        raise ValueError(f"max_distance must be a positive cosine distance, got {max_distance}")
+    pieces: List[List[FaceDetection]] = []
+    for track in tracks:
+        detections = track.detections
+        embedded = [k for k, d in enumerate(detections) if d.embedding is not None]
+        start, reference, cuts = 0, [], []
+        for n, k in enumerate(embedded):
+            e = np.asarray(detections[k].embedding, dtype=np.float64)
+            if reference:
+                mean = _unit_mean(reference)
+                far = 1.0 - float(e @ mean) / max(float(np.linalg.norm(e)), 1e-12) > max_distance
+                if far and n + 1 < len(embedded):
+                    nxt = np.asarray(detections[embedded[n + 1]].embedding, dtype=np.float64)
+                    confirmed = 1.0 - float(nxt @ mean) / max(float(np.linalg.norm(nxt)), 1e-12) > max_distance
+                    if confirmed:
+                        # between the last face that matched and this one, cut where the box jumps most
+                        last = embedded[n - 1]
+                        jumps = [1.0 - box_iou(detections[p - 1].box, detections[p].box)[0, 0] for p in range(last + 1, k + 1)]
+                        cuts.append(last + 1 + int(np.argmax(jumps)))
+                        reference = [e]
+                        continue
+                if far:
+                    continue  # an odd frame: neither a cut nor part of the appearance
+            reference.append(e)
+        for cut in cuts + [len(detections)]:
+            if cut > start:
+                pieces.append(detections[start:cut])
+            start = cut
+    pieces.sort(key=lambda ds: (ds[0].time, float(ds[0].box[0])))
+    return [FaceTrack(track_id=k, detections=list(ds)) for k, ds in enumerate(pieces)]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import Callable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -106,21 +106,40 @@ def video_info(path: PathLike) -> VideoInfo:
         )
 
 
-def iter_frames(path: PathLike, fps: Optional[float] = 5.0) -> Iterator[Tuple[int, float, np.ndarray]]:
+#: ``on_frame(frame_index, time_s, thumbnail_rgb)``, called for every decoded frame.
+FrameCallback = Callable[[int, float, np.ndarray], object]
+
+
+def iter_frames(
+    path: PathLike,
+    fps: Optional[float] = 5.0,
+    *,
+    size: Optional[Tuple[int, int]] = None,
+    on_frame: Optional[FrameCallback] = None,
+    thumbnail: Tuple[int, int] = (64, 64),
+) -> Iterator[Tuple[int, float, np.ndarray]]:
     """Yield ``(frame_index, time_s, rgb)`` for frames sampled at ``fps`` (None: every frame).
 
-    ``rgb`` is ``(H, W, 3)`` uint8. Only sampled frames are converted to RGB, so a low
-    ``fps`` costs little more than decoding. A bad ``fps`` or a missing file raise at once,
+    ``rgb`` is ``(H, W, 3)`` uint8 (scaled to ``size = (width, height)`` if given). Only
+    sampled frames are converted to RGB, so a low ``fps`` costs little more than
+    decoding. ``on_frame`` receives EVERY decoded frame as a small ``thumbnail`` (for
+    shot-cut detection at frame accuracy). A bad ``fps`` or a missing file raise at once,
     a corrupt file when iteration starts.
     """
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive or None (every frame), got {fps!r}")
     if not Path(path).is_file():
         raise VideoError(f"{path}: no such video file")
-    return _sampled_frames(path, None if fps is None else 1.0 / fps)
+    return _sampled_frames(path, None if fps is None else 1.0 / fps, size, on_frame, thumbnail)
 
 
-def _sampled_frames(path: PathLike, period: Optional[float]) -> Iterator[Tuple[int, float, np.ndarray]]:
+def _sampled_frames(
+    path: PathLike,
+    period: Optional[float],
+    size: Optional[Tuple[int, int]] = None,
+    on_frame: Optional[FrameCallback] = None,
+    thumbnail: Tuple[int, int] = (64, 64),
+) -> Iterator[Tuple[int, float, np.ndarray]]:
     import av
 
     with _open(path) as container:
@@ -132,11 +151,15 @@ def _sampled_frames(path: PathLike, period: Optional[float]) -> Iterator[Tuple[i
         try:
             for index, frame in enumerate(container.decode(stream)):
                 time = float(frame.time) if frame.time is not None else index / average
+                if on_frame is not None:
+                    small = frame.to_ndarray(format="rgb24", width=thumbnail[0], height=thumbnail[1])
+                    on_frame(index, time, small)
                 if period is not None:
                     if time + tolerance < next_time:
                         continue
                     while next_time <= time + tolerance:
                         next_time += period
-                yield index, time, as_rgb(frame.to_ndarray(format="rgb24"), name=f"{path} frame {index}")
+                scaled = {} if size is None else {"width": int(size[0]), "height": int(size[1])}
+                yield index, time, as_rgb(frame.to_ndarray(format="rgb24", **scaled), name=f"{path} frame {index}")
         except av.FFmpegError as error:
             raise VideoError(f"{path}: decoding failed, the file is corrupt or truncated ({error})") from error

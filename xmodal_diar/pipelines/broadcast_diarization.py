@@ -23,8 +23,8 @@ the face-regularised turn embeddings of this package::
    ``cos(e[b - w, b], c_left) + cos(e[b, b + w], c_right)`` (``c`` cluster centroids,
    ``w`` the change-detection window);
 6. face evidence (face pairings or face tracks of the same video, argument
-   ``face_evidence`` or key ``"face_evidence"`` of the file) adds must-link /
-   cannot-link constraints (:mod:`xmodal_diar.pipelines.face_evidence`).
+   ``face_evidence`` or key ``"face_evidence"`` of the file) adds a calibrated offset
+   to the turns' distances (:mod:`xmodal_diar.pipelines.face_evidence`).
 
 Progress goes through pyannote's hook protocol, so
 ``pyannote.audio.pipelines.utils.hook.ProgressHook`` works. Steps: ``speech_activity``,
@@ -262,7 +262,7 @@ class BroadcastDiarization(Pipeline):
     min_turn_duration : shorter turns are merged with a neighbour
     clustering > threshold, method
     resegmentation_margin : 0 disables boundary re-segmentation
-    face > min_confidence, same_face_threshold
+    face > min_confidence, weight
 
     Usage
     -----
@@ -431,16 +431,15 @@ class BroadcastDiarization(Pipeline):
         )
         hook("embeddings", embeddings)
 
-        must_link = cannot_link = None
+        offset = None
         if face_evidence is None and "face_evidence" in file:
             face_evidence = file["face_evidence"]
         if face_evidence is not None:
-            must_link, cannot_link = self.face(turns, face_evidence, uri=uri)
+            offset = self.face(turns, face_evidence, uri=uri)
 
         clusters = self.clustering(
             embeddings,
-            must_link=must_link,
-            cannot_link=cannot_link,
+            distance_offset=offset,
             num_clusters=num_speakers,
             min_clusters=min_speakers,
             max_clusters=None if max_speakers == np.inf else max_speakers,

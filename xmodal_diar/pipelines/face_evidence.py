@@ -1,36 +1,43 @@
-"""Face evidence for turn clustering: must-link and cannot-link constraints.
+"""Face evidence for turn clustering: a soft, calibrated offset to the turns' distances.
 
 When the recording is a video, its face tracks say who is on screen while a turn is
-spoken. Each turn gets the face track paired with it, if any (a
-:class:`~xmodal_diar.faces.pairing.TurnPairing`: ``segment``, ``track_id``,
-``confidence``), either given by the caller or computed from face tracks with
-:func:`xmodal_diar.faces.pairing.pair_turns_with_tracks`. Then, for two turns ``i, j``
-both paired with confidence at least ``min_confidence`` (Le & Odobez 2017 use such
-turn/face-track pairs as their teacher's supervision):
+spoken. Each turn ``i`` gets the face track ``k_i`` paired with it and a pairing
+confidence ``c_i`` in [0, 1] (:func:`xmodal_diar.faces.pairing.pair_turns_with_tracks`:
+coverage, prominence and who-is-speaking from mouth motion), or no track. Two face tracks
+``k, l`` carry identity evidence ``E_kl`` in (-1, 1):
 
-- same face identity  -> **must-link**: their distance is set to 0;
-- different identities -> **cannot-link**: their distance is set to
-  :data:`CANNOT_LINK_DISTANCE` (far above any cosine distance, so no linkage merges
-  them below the stopping threshold; with a forced number of speakers, the merge is
-  made only when nothing else is left).
+- the same track: ``E = tanh(LLR(0) / 2)`` (a track is one person, up to tracking errors);
+- two tracks on screen at the same time: ``E = -1`` (two faces at once are two people);
+- otherwise, from the embedder's calibration (:class:`~xmodal_diar.faces.calibration.FaceCalibration`)
+  at the cosine distance ``d_kl`` of the tracks' mean face embeddings:
+  ``E = 2 P(same | d_kl) - 1 = tanh(LLR(d_kl) / 2)``; 0 without embeddings.
 
-Two face tracks are the same identity when they are the same track or, when their face
-embeddings are known, when the cosine distance of their mean face embeddings is below
-``same_face_threshold`` (a person filmed in two shots gives two tracks).
+The clustering adds to the cosine distance of turns ``i, j`` (Le & Odobez 2017 pair turns
+with face tracks this way; soft evidence instead of hard must-links, which merged two
+people whenever a threshold was wrong)
+
+    offset_ij = - weight * c_i * c_j * E_{k_i k_j}     (0 when either turn has no track)
+
+negative for the same person, positive for different people, at most ``weight`` (in
+cosine-distance units) either way. The default ``weight = 1`` lets certain evidence (``c = 1``,
+``|E| = 1``) move a distance across the whole useful range of the stopping threshold.
+Explicit pairings (``(segment, track_id, confidence)``) carry no embeddings: their track
+ids are identities (``E = +1`` same id, ``-1`` different ids).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from pyannote.core import Segment
 from pyannote.pipeline import Pipeline
 from pyannote.pipeline.parameter import Uniform
-from scipy.sparse.csgraph import connected_components
 
-CANNOT_LINK_DISTANCE = 1e6
-DEFAULT_PARAMETERS = {"min_confidence": 0.5, "same_face_threshold": 0.3}
+from xmodal_diar.faces.calibration import FaceCalibration, cosine_distances
+
+DEFAULT_PARAMETERS = {"min_confidence": 0.1, "weight": 1.0}
 
 #: A face pairing of a time span: anything with ``segment``, ``track_id``, ``confidence``
 #: (e.g. :class:`xmodal_diar.faces.pairing.TurnPairing`), or a ``(segment, track_id,
@@ -89,55 +96,47 @@ def turn_face_tracks(
     return tracks, confidences
 
 
-def face_identities(
-    track_ids: Sequence[object],
-    embeddings: Optional[Mapping[object, np.ndarray]] = None,
-    same_face_threshold: float = 0.0,
-) -> Dict[object, int]:
-    """Group face tracks into identities (connected components of close face embeddings)."""
-    ids = list(dict.fromkeys(t for t in track_ids if t is not None))
-    if not ids:
-        return {}
-    adjacency = np.eye(len(ids), dtype=bool)
-    if embeddings and same_face_threshold > 0:
-        known = [i for i, t in enumerate(ids) if t in embeddings]
-        if len(known) > 1:
-            e = np.stack([np.asarray(embeddings[ids[i]], dtype=np.float64) for i in known])
-            e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
-            close = (1.0 - e @ e.T) < same_face_threshold
-            adjacency[np.ix_(known, known)] |= close
-    _, component = connected_components(adjacency, directed=False)
-    return {t: int(c) for t, c in zip(ids, component)}
+def track_evidence(face_tracks: Sequence, calibration: Optional[FaceCalibration]) -> Tuple[list, np.ndarray]:
+    """``(track_ids, E)``: identity evidence ``E`` in (-1, 1) between every two face tracks."""
+    ids = [t.track_id for t in face_tracks]
+    n = len(ids)
+    evidence = np.zeros((n, n))
+    if calibration is not None:
+        with_embedding = [i for i, t in enumerate(face_tracks) if any(d.embedding is not None for d in t.detections)]
+        if with_embedding:
+            means = np.stack([face_tracks[i].mean_embedding() for i in with_embedding])
+            evidence[np.ix_(with_embedding, with_embedding)] = calibration.evidence(cosine_distances(means, means))
+    frames = [{int(d.frame) for d in t.detections} for t in face_tracks]
+    for a in range(n):
+        for b in range(a + 1, n):
+            if frames[a] & frames[b]:  # on screen together: two people
+                evidence[a, b] = evidence[b, a] = -1.0
+    same = calibration.evidence(0.0) if calibration is not None else 1.0
+    np.fill_diagonal(evidence, same)
+    return ids, evidence
 
 
-def link_constraints(
+def distance_offset(
     tracks: Sequence[Optional[object]],
     confidences: np.ndarray,
-    min_confidence: float,
-    identities: Optional[Mapping[object, int]] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
-    """Boolean ``(N, N)`` must-link and cannot-link matrices between the N turns."""
+    track_ids: Sequence[object],
+    evidence: np.ndarray,
+    weight: float = 1.0,
+    min_confidence: float = 0.0,
+) -> np.ndarray:
+    """``offset_ij = -weight * c_i * c_j * E[k_i, k_j]`` (symmetric, zero diagonal)."""
+    index = {k: a for a, k in enumerate(track_ids)}
     n = len(tracks)
-    identities = identities if identities is not None else face_identities(tracks)
-    label = np.full(n, -1)
-    for i, (track, confidence) in enumerate(zip(tracks, confidences)):
-        if track is not None and confidence >= min_confidence:
-            label[i] = identities[track]
-    paired = label >= 0
-    both = paired[:, None] & paired[None, :]
-    same = label[:, None] == label[None, :]
-    must = both & same
-    np.fill_diagonal(must, False)
-    cannot = both & ~same
-    return must, cannot
-
-
-def constrain_distances(distances: np.ndarray, must_link: np.ndarray, cannot_link: np.ndarray) -> np.ndarray:
-    """Square distance matrix with must-links at 0 and cannot-links at CANNOT_LINK_DISTANCE."""
-    constrained = np.array(distances, dtype=np.float64, copy=True)
-    constrained[must_link] = 0.0
-    constrained[cannot_link] = CANNOT_LINK_DISTANCE
-    return constrained
+    rows = np.array([index.get(k, -1) if k is not None else -1 for k in tracks], dtype=int)
+    c = np.where((rows >= 0) & (np.asarray(confidences) >= min_confidence), np.asarray(confidences, float), 0.0)
+    offset = np.zeros((n, n))
+    paired = np.flatnonzero(c > 0)
+    if len(paired):
+        e = evidence[np.ix_(rows[paired], rows[paired])]
+        offset[np.ix_(paired, paired)] = -weight * np.outer(c[paired], c[paired]) * e
+    offset = 0.5 * (offset + offset.T)
+    np.fill_diagonal(offset, 0.0)
+    return offset
 
 
 def pairings_from_face_tracks(turns: Sequence[Segment], face_tracks: Sequence, uri: str = "video") -> list:
@@ -152,50 +151,60 @@ def pairings_from_face_tracks(turns: Sequence[Segment], face_tracks: Sequence, u
     return pair_turns_with_tracks(annotation, face_tracks)
 
 
-def track_embeddings(face_tracks: Sequence) -> Dict[object, np.ndarray]:
-    """Mean face embedding of every track that has embeddings."""
-    out = {}
-    for track in face_tracks:
-        if any(d.embedding is not None for d in track.detections):
-            out[track.track_id] = track.mean_embedding()
-    return out
-
-
 class FaceEvidence(Pipeline):
-    """Turn-level face evidence as clustering constraints.
+    """Turn-level face evidence as an additive offset to the turns' cosine distances.
+
+    ``calibration`` overrides the face embedder's own (by default read from the
+    ``FaceTracks``' embedder name, see :func:`xmodal_diar.faces.embedding.embedder_calibration`).
 
     Hyper-parameters
     ----------------
     min_confidence : pairings less confident than this are ignored.
-    same_face_threshold : cosine distance between two tracks' mean face embeddings below
-        which they are the same person (0 switches it off: one track, one identity).
+    weight : largest offset (cosine-distance units) that certain evidence gives.
     """
 
-    def __init__(self):
+    def __init__(self, calibration: Optional[FaceCalibration] = None):
         super().__init__()
+        self.calibration = calibration
         self.min_confidence = Uniform(0.0, 1.0)
-        self.same_face_threshold = Uniform(0.0, 1.0)
+        self.weight = Uniform(0.0, 2.0)
 
     def default_parameters(self) -> dict:
         return dict(DEFAULT_PARAMETERS)
 
-    def __call__(
-        self, turns: Sequence[Segment], evidence, uri: str = "video"
-    ) -> Tuple[np.ndarray, np.ndarray]:
-        """Must-link and cannot-link matrices for ``turns``.
+    def _calibration(self, embedder: str) -> Optional[FaceCalibration]:
+        from xmodal_diar.faces.embedding import embedder_calibration
+
+        if self.calibration is not None:
+            return self.calibration
+        calibration = embedder_calibration(embedder)
+        if calibration is None:
+            warnings.warn(
+                f"face embedder {embedder!r} declares no calibration: face evidence uses tracks only "
+                f"(same track, faces on screen together), not face identities; pass FaceEvidence(calibration=...)"
+            )
+        return calibration
+
+    def __call__(self, turns: Sequence[Segment], evidence, uri: str = "video") -> np.ndarray:
+        """The ``(N, N)`` distance offset of the N ``turns``.
 
         ``evidence``: a sequence of face pairings (see :data:`PairingLike`), of
         :class:`~xmodal_diar.faces.types.FaceTrack` (then paired with the turns here by
-        :func:`~xmodal_diar.faces.pairing.pair_turns_with_tracks`), or the
-        ``FaceTracks`` that :func:`xmodal_diar.faces.extract_face_tracks` returns.
+        :func:`~xmodal_diar.faces.pairing.pair_turns_with_tracks`; dlib's calibration),
+        or the ``FaceTracks`` that :func:`xmodal_diar.faces.extract_face_tracks` returns.
         """
+        embedder = "dlib"
         if hasattr(evidence, "tracks"):  # a FaceTracks (xmodal_diar.faces.extract_face_tracks)
+            embedder = evidence.embedder or embedder
             evidence = evidence.tracks
         evidence = list(evidence)
-        embeddings = None
+        turns = list(turns)
         if evidence and hasattr(evidence[0], "detections"):
-            embeddings = track_embeddings(evidence)
+            track_ids, matrix = track_evidence(evidence, self._calibration(embedder))
             evidence = pairings_from_face_tracks(turns, evidence, uri=uri)
-        tracks, confidences = turn_face_tracks(turns, evidence)
-        identities = face_identities(tracks, embeddings, self.same_face_threshold)
-        return link_constraints(tracks, confidences, self.min_confidence, identities)
+            tracks, confidences = turn_face_tracks(turns, evidence)
+        else:  # explicit pairings: track ids are identities
+            tracks, confidences = turn_face_tracks(turns, evidence)
+            track_ids = list(dict.fromkeys(k for k in tracks if k is not None))
+            matrix = np.where(np.equal.outer(np.arange(len(track_ids)), np.arange(len(track_ids))), 1.0, -1.0)
+        return distance_offset(tracks, confidences, track_ids, matrix, self.weight, self.min_confidence)

@@ -3,10 +3,10 @@
 Hierarchical agglomerative clustering (``scipy.cluster.hierarchy.linkage``) of the turns'
 cosine distances ``d(i, j) = 1 - cos(s_i, s_j)``, stopped at the distance ``threshold``
 (broadcast diarization by turn clustering, Le & Odobez 2017, sec. 5). Face evidence
-enters as a modified distance matrix before the linkage
-(:func:`~xmodal_diar.pipelines.face_evidence.constrain_distances`: 0 for must-link,
-a huge value for cannot-link), hence the linkage runs on precomputed distances and only
-the linkage methods defined on them are offered.
+enters as an additive ``distance_offset`` (:class:`~xmodal_diar.pipelines.face_evidence.FaceEvidence`:
+negative for the same face, positive for different faces; the sum is clipped at 0), hence
+the linkage runs on precomputed distances and only the linkage methods defined on them
+are offered.
 
 The number of speakers: ``num_clusters`` forces the dendrogram cut into exactly that many
 clusters (``fcluster(..., criterion="maxclust")``); otherwise the threshold decides and
@@ -25,7 +25,6 @@ from pyannote.pipeline.parameter import Categorical, Uniform
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import cdist, squareform
 
-from xmodal_diar.pipelines.face_evidence import constrain_distances
 
 LINKAGE_METHODS = ("average", "complete", "single", "weighted")
 DEFAULT_PARAMETERS = {"threshold": 0.7, "method": "average"}
@@ -72,8 +71,7 @@ class TurnClustering(BaseClustering):
     def __call__(
         self,
         embeddings: np.ndarray,
-        must_link: Optional[np.ndarray] = None,
-        cannot_link: Optional[np.ndarray] = None,
+        distance_offset: Optional[np.ndarray] = None,
         num_clusters: Optional[int] = None,
         min_clusters: Optional[int] = None,
         max_clusters: Optional[int] = None,
@@ -91,13 +89,11 @@ class TurnClustering(BaseClustering):
         if n == 1 or max_clusters < 2:
             return np.zeros(n, dtype=int)
         distances = np.clip(cdist(embeddings, embeddings, metric="cosine"), 0.0, 2.0)
-        if must_link is not None or cannot_link is not None:
-            none = np.zeros((n, n), dtype=bool)
-            distances = constrain_distances(
-                distances,
-                none if must_link is None else must_link,
-                none if cannot_link is None else cannot_link,
-            )
+        if distance_offset is not None:
+            distance_offset = np.asarray(distance_offset, dtype=np.float64)
+            if distance_offset.shape != (n, n):
+                raise ValueError(f"turn clustering: distance_offset must be ({n}, {n}), got {distance_offset.shape}")
+            distances = np.clip(distances + distance_offset, 0.0, None)
         np.fill_diagonal(distances, 0.0)
         dendrogram = linkage(squareform(distances, checks=False), method=self.method)
         if num_clusters is None:
