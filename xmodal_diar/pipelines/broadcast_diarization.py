@@ -361,6 +361,8 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
     vad, change_detection, change_window, change_step : classical path only
     max_turn_duration : longer embedded pieces are chunked and averaged
     min_embedding_duration : shorter pieces are repeat-padded
+    max_embedding_duration : default path: only the central ``max_embedding_duration``
+        seconds of a turn's clean speech are embedded (None: all of it)
     embedding_batch_size, segmentation_batch_size : int
     device, token, cache_dir : as pyannote pipelines
 
@@ -385,6 +387,7 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         change_step: float = 0.25,
         max_turn_duration: float = 10.0,
         min_embedding_duration: float = 0.5,
+        max_embedding_duration: Optional[float] = None,
         embedding_batch_size: int = 32,
         segmentation_batch_size: int = 8,
         device: Optional[Union[str, torch.device]] = None,
@@ -403,6 +406,7 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         self.embedding_batch_size = embedding_batch_size
         self.max_turn_duration = max_turn_duration
         self.min_embedding_duration = min_embedding_duration
+        self.max_embedding_duration = max_embedding_duration
         self.turns = turns
         self.klustering = clustering
 
@@ -539,8 +543,12 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         turns = local_turns(segmentations, frames, min_clean_duration=self.min_embedding_duration)
         hook("embeddings", None, total=1, completed=0)
         embedder = self.embedder
+        pieces = [embedder.cut(waveform, parts) for parts in turns.clean]
+        if self.max_embedding_duration:
+            cap = int(self.max_embedding_duration * SAMPLE_RATE)
+            pieces = [p[max(0, (len(p) - cap) // 2) :][:cap] for p in pieces]
         embeddings = embedder.pieces(
-            [embedder.cut(waveform, parts) for parts in turns.clean],
+            pieces,
             progress=lambda done, total: hook("embeddings", None, total=total, completed=done),
         )
         hook("embeddings", embeddings)
@@ -599,7 +607,8 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
             return self._empty(uri, f"{describe(file)}: no speech detected in {waveform.shape[-1] / SAMPLE_RATE:.1f} s; empty output")
         clusters, centroids = self.cluster(embeddings, turns.clean_duration, turns.segments, file, face_evidence, bounds)
         hook("clustering", clusters)
-        count = SlidingWindowFeature(np.minimum(count.data, bounds[2]).astype(np.int8), count.sliding_window)
+        # never more speakers at once than allowed, nor than clusters found (no ghost speaker)
+        count = SlidingWindowFeature(np.minimum(count.data, min(bounds[2], len(centroids))).astype(np.int8), count.sliding_window)
         activity = clustered_segmentations(segmentations, turns, clusters, len(centroids))
         outputs = []
         for frame_count in (count, SlidingWindowFeature(np.minimum(count.data, 1).astype(np.int8), count.sliding_window)):
