@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 file["face_evidence"] = extract_face_tracks(path, extractor=face_extractor)
             kwargs = dict(num_speakers=args.num_speakers, min_speakers=args.min_speakers, max_speakers=args.max_speakers)
             with ProgressHook(transient=True, hidden=args.quiet) as hook:
-                diarization = pipeline(file, hook=hook, **kwargs)
+                diarization = pipeline(file, hook=hook, **kwargs).speaker_diarization
             elapsed = time.perf_counter() - started
         except (AudioError, FileNotFoundError, ValueError, RuntimeError) as exc:
             failures += 1
