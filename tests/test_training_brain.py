@@ -1,4 +1,4 @@
-"""CrossModalTerm / DisentanglementTerm / recipe YAML loading: masking, values, gradients, errors."""
+"""CrossModalTerm / DisentanglementTerm: masking, values, gradients, errors."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from xmodal_diar.losses.le_odobez import ClusteringStructureTransfer, MMDLoss, TargetEmbeddingTransfer, TripletLoss
 from xmodal_diar.losses.nagrani import ConfusionLoss, ContentMatchingLoss, DisentanglementHeads, IdentityMatchingLoss
 from xmodal_diar.losses.vgsr import MarginKnowledgeDistillation, QualityAdaptiveWeights
-from xmodal_diar.training import CrossModalTerm, DisentanglementTerm, FeatureAugmentedEncoder, load_recipe_hparams
+from xmodal_diar.training import CrossModalTerm, DisentanglementTerm, FeatureAugmentedEncoder
 from xmodal_diar.training.brain import find_checkpoint_dir
 
-RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "SharedData" / "CrossModal"
 
 
 def _batch(seed=0, n=8, d=6, df=5):
@@ -94,27 +93,6 @@ def test_feature_augmented_encoder_equals_the_encoder_without_augmentation():
     enc = TristouNet(lstm_hidden=4, dense=[4], dimension=4).eval()
     wavs = torch.randn(2, 16000)
     assert torch.allclose(FeatureAugmentedEncoder(enc)(wavs), enc(wavs), atol=1e-6)
-
-
-def test_every_recipe_yaml_loads_with_overrides():
-    for yaml_file in sorted((RECIPE / "hparams").glob("*.yaml")):
-        if yaml_file.name == "common.yaml":
-            continue
-        h = load_recipe_hparams(yaml_file, {"data_folder": "/nowhere", "emb_dim": 4, "lstm_hidden": 4})
-        assert h["method"] == yaml_file.stem
-        assert h["encoder"].dimension == 4
-        for term in (h.get("cross_modal_terms") or {}).values():
-            assert isinstance(term, (CrossModalTerm, DisentanglementTerm))
-    h = load_recipe_hparams(RECIPE / "hparams" / "mkd_qaw.yaml", {"data_folder": "x"})  # extends aam.yaml
-    assert h["speaker_loss"] == "aam" and set(h["modules"]) == {"encoder", "classifier"}
-
-
-def test_yaml_override_of_unknown_key_and_missing_base_fail(tmp_path):
-    with pytest.raises(ValueError, match="unknown key.*no_such_knob"):
-        load_recipe_hparams(RECIPE / "hparams" / "tet.yaml", {"data_folder": "x", "no_such_knob": 1})
-    (tmp_path / "x.yaml").write_text("extends: missing.yaml\nmethod: x\n")
-    with pytest.raises(FileNotFoundError, match="missing.yaml: no such hyperparameter file"):
-        load_recipe_hparams(tmp_path / "x.yaml")
 
 
 def test_find_checkpoint_rejects_an_exported_model_dir(tmp_path):

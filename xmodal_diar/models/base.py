@@ -87,12 +87,16 @@ class EmbeddingModel(nn.Module):
 
 
 def build_features(feature_type: str, **kwargs) -> nn.Module:
-    """SpeechBrain ``Fbank`` or ``MFCC``."""
+    """SpeechBrain ``Fbank`` or ``MFCC``, or Kaldi fbank (:class:`~xmodal_diar.models.campplus.KaldiFbank`)."""
+    if feature_type == "kaldi_fbank":
+        from xmodal_diar.models.campplus import KaldiFbank
+
+        return KaldiFbank(**kwargs)
     if feature_type == "fbank":
         return Fbank(**kwargs)
     if feature_type == "mfcc":
         return MFCC(**kwargs)
-    raise ValueError(f"unknown feature_type {feature_type!r}: expected 'fbank' or 'mfcc'")
+    raise ValueError(f"unknown feature_type {feature_type!r}: expected 'fbank', 'mfcc' or 'kaldi_fbank'")
 
 
 class TurnEncoder(nn.Module):
@@ -103,6 +107,9 @@ class TurnEncoder(nn.Module):
     """
 
     sample_rate = SAMPLE_RATE
+    #: embed the rows of a padded batch one by one, cropped to their length (for features
+    #: that cannot take relative lengths, e.g. Kaldi fbank + sentence mean normalisation)
+    rowwise_padding = False
 
     def __init__(self, feature_type: str, feature_kwargs: dict, embedding_model: EmbeddingModel):
         super().__init__()
@@ -128,6 +135,9 @@ class TurnEncoder(nn.Module):
             raise ValueError(f"{type(self).__name__}: expected (batch, time) waveforms, got {tuple(wavs.shape)}")
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
+        if self.rowwise_padding and bool((wav_lens < 1).any()):
+            n = (wav_lens * wavs.shape[1]).round().long().clamp(1, wavs.shape[1]).tolist()
+            return torch.cat([self(wavs[i : i + 1, :k]) for i, k in enumerate(n)])
         feats = self.compute_features(wavs)
         feats = self.mean_var_norm(feats, wav_lens)
         return self.embedding_model(feats, wav_lens).squeeze(1)

@@ -8,18 +8,15 @@
 parse the command line (``sb.parse_arguments``), load the hyperparameters, prepare the
 manifests on the main process (``run_on_main``), build the Brain, fit, export.
 
-A recipe YAML may start with ``extends: common.yaml``: the common file is the base
-document and the method file's keys are merged into it (nested mappings merged key by
-key, e.g. ``modules:``), then the command-line overrides; everything else is plain
-HyperPyYAML (``!new:``, ``!name:``, ``!ref``, ``!include:``).
+Every recipe YAML is a complete HyperPyYAML file, as in SpeechBrain's own recipes:
+``hyperpyyaml.load_hyperpyyaml(open(f), overrides={"data_folder": ...})`` loads it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 from xmodal_diar.training.brain import (
     CrossModalBrain,
@@ -39,69 +36,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CrossModalBrain", "CrossModalTerm", "DisentanglementTerm", "FeatureAugmentedEncoder", "IdentityBatchSampler",
     "ManifestError", "dataio_prep", "find_checkpoint_dir", "load_checkpoint_encoder", "load_pretrained_encoder",
-    "load_recipe_hparams", "read_manifest", "run_recipe", "write_encoder_info", "write_manifest",
+    "read_manifest", "run_recipe", "write_encoder_info", "write_manifest",
 ]
-
-
-def recipe_yaml_text(hparams_file: Union[str, Path], overrides: Union[str, dict, None] = None) -> io.StringIO:
-    """The recipe YAML with its ``extends:`` base merged in and ``overrides`` applied (tags kept)."""
-    import ruamel.yaml
-
-    rt = ruamel.yaml.YAML()
-    tree, hparams_file = _extended_tree(Path(hparams_file), rt, [])
-    if overrides:
-        if isinstance(overrides, str):
-            overrides = rt.load(overrides)
-        if overrides:
-            unknown = sorted(set(overrides) - set(tree))
-            if unknown:
-                raise ValueError(f"{hparams_file}: override of unknown key(s) {unknown}")
-            merge_yaml_trees(tree, overrides)
-    text = io.StringIO()
-    rt.dump(tree, text)
-    text.seek(0)
-    text.name = str(hparams_file)  # !include: paths resolve against the base file's folder
-    return text
-
-
-def _extended_tree(path: Path, rt, seen: list):
-    """The YAML tree of ``path`` merged over the tree of its ``extends:`` chain; (tree, base file)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such hyperparameter file" + (f" (extended by {seen[-1]})" if seen else ""))
-    if path.resolve() in seen:
-        raise ValueError(f"{path}: circular `extends:` chain {[str(p) for p in seen]}")
-    with open(path) as f:
-        tree = rt.load(f)
-    base_name = tree.pop("extends", None) if tree is not None else None
-    if base_name is None:
-        return tree, path
-    base, base_path = _extended_tree(path.parent / str(base_name), rt, seen + [path.resolve()])
-    merge_yaml_trees(base, tree)
-    return base, base_path
-
-
-def _tag(node) -> Optional[str]:
-    tag = getattr(node, "tag", None)
-    return getattr(tag, "value", None)
-
-
-def merge_yaml_trees(base, update) -> None:
-    """Merge ``update`` into ``base`` in place: untagged mappings (``modules:``,
-    ``cross_modal_terms:``) or mappings with the same ``!new:`` tag are merged key by key;
-    anything else (a different class, a scalar, null) replaces the base value."""
-    for key, value in update.items():
-        old = base.get(key) if hasattr(base, "get") else None
-        if isinstance(value, dict) and isinstance(old, dict) and _tag(value) in (None, _tag(old)):
-            merge_yaml_trees(old, value)
-        else:
-            base[key] = value
-
-
-def load_recipe_hparams(hparams_file: Union[str, Path], overrides: Union[str, dict, None] = None) -> dict:
-    """:func:`hyperpyyaml.load_hyperpyyaml` of a recipe YAML (``extends:`` resolved)."""
-    from hyperpyyaml import load_hyperpyyaml
-
-    return load_hyperpyyaml(recipe_yaml_text(hparams_file, overrides))
 
 
 def model_card(hparams: dict, info: dict, train_stats: Optional[dict] = None) -> str:
@@ -128,15 +64,15 @@ def model_card(hparams: dict, info: dict, train_stats: Optional[dict] = None) ->
 def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = None) -> CrossModalBrain:
     """Body of a recipe's ``train.py``: ``python train.py hparams/X.yaml --key=value ...``."""
     import speechbrain as sb
+    from hyperpyyaml import load_hyperpyyaml
     from speechbrain.utils.distributed import run_on_main
 
     hparams_file, run_opts, overrides = sb.parse_arguments(list(argv))
     sb.utils.distributed.ddp_init_group(run_opts)  # no-op unless started by torchrun
-    hparams = load_recipe_hparams(hparams_file, overrides)
-    sb.create_experiment_directory(experiment_directory=hparams["output_folder"])
-    if sb.utils.distributed.if_main_process():  # the merged hyperparameters, as run
-        text = recipe_yaml_text(hparams_file, overrides).read()
-        (Path(hparams["output_folder"]) / "hyperparams.yaml").write_text(text)
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    sb.create_experiment_directory(experiment_directory=hparams["output_folder"],
+                                   hyperparams_to_save=hparams_file, overrides=overrides)
     if prepare is not None:
         run_on_main(prepare, kwargs={"hparams": hparams})
     if hparams.get("pretrained_encoder"):
@@ -148,6 +84,11 @@ def run_recipe(argv: Sequence[str], prepare: Optional[Callable[[dict], None]] = 
                                     Path(hparams["save_folder"]) / "pretrained",
                                     target=hparams.get("pretrained_target", "embedding_model"))
     data = run_on_main_result(dataio_prep, hparams)
+    if hparams.get("trunk_cache"):  # the frozen trunk's embeddings are cached: train the head(s) on them
+        from xmodal_diar.training.trunk_cache import use_cached_trunk_inputs
+
+        for module in hparams["modules"].values():
+            use_cached_trunk_inputs(module)
     if hparams.get("speaker_loss") == "aam" and len(data["label_encoder"]) > hparams["n_speakers"]:
         raise ValueError(f"n_speakers={hparams['n_speakers']} but the training data has "
                          f"{len(data['label_encoder'])} identities: pass --n_speakers={len(data['label_encoder'])}")

@@ -182,6 +182,8 @@ class FeatureAugmentedEncoder(nn.Module):
 
     def forward(self, wavs: torch.Tensor, wav_lens: Optional[torch.Tensor] = None) -> torch.Tensor:
         enc = self.encoder
+        if getattr(enc, "cached_inputs", False):  # cached frozen-trunk embeddings: head only, no features
+            return enc(wavs, wav_lens)
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0], device=wavs.device)
         feats = enc.compute_features(wavs)

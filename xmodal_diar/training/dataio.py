@@ -198,8 +198,13 @@ def build_label_encoder(rows: Sequence[dict], path: Optional[Path] = None) -> Ca
 def make_dataset(
     csv_path, rows: Sequence[dict], label_encoder: CategoricalEncoder, *, train: bool, crop_min: float,
     crop_max: float, face_dim: int, two_crops: bool = False, n_segments: int = 0, segment_duration: float = 0.5,
+    trunk_cache: Optional[dict] = None,
 ) -> sb.dataio.dataset.DynamicItemDataset:
-    """A ``DynamicItemDataset.from_csv`` with the items of the module docstring."""
+    """A ``DynamicItemDataset.from_csv`` with the items of the module docstring.
+
+    ``trunk_cache`` (:mod:`xmodal_diar.training.trunk_cache`): ``sig``, ``sig_key`` and
+    ``segments`` are then cached frozen-trunk embeddings of the turn's crops, not audio.
+    """
     dataset = sb.dataio.dataset.DynamicItemDataset.from_csv(csv_path=str(csv_path))
     faces = face_table(rows, face_dim, max(n_segments, 1))
     keys = ["id", "sig", "spk_id_encoded", "teacher", "has_face", "teacher_quality"]
@@ -231,6 +236,28 @@ def make_dataset(
     @sb.utils.data_pipeline.provides("spk_id_encoded")
     def label(spk_id):
         return torch.LongTensor([label_encoder.encode_label(spk_id)])
+
+    if trunk_cache is not None:
+
+        def _draw(uid):
+            crops = trunk_cache[uid]["crops"]
+            return crops[int(torch.randint(0, crops.shape[0], ()))] if train else crops[0]
+
+        @sb.utils.data_pipeline.takes("id")
+        @sb.utils.data_pipeline.provides("sig")
+        def crop(uid):
+            return _draw(uid)
+
+        @sb.utils.data_pipeline.takes("id")
+        @sb.utils.data_pipeline.provides("sig_key")
+        def key_crop(uid):
+            return _draw(uid)
+
+        @sb.utils.data_pipeline.takes("id")
+        @sb.utils.data_pipeline.provides("segments")
+        def segments(uid):
+            item = trunk_cache[uid]
+            return item["segments"] if "segments" in item else item["crops"][:1].expand(n_segments, -1)
 
     pipelines = [crop, face, label]
     if two_crops:
@@ -264,7 +291,17 @@ def dataio_prep(hparams: dict) -> dict:
         crop_min=hparams["crop_min"], crop_max=hparams["crop_max"], face_dim=hparams["face_dim"],
         n_segments=hparams.get("n_segments", 0), segment_duration=hparams.get("segment_duration", 0.5),
     )
-    train = make_dataset(train_csv, rows, label_encoder, train=True, two_crops=hparams.get("two_crops", False), **common)
+    caches = {"train": None, "valid": None}
+    if hparams.get("trunk_cache"):
+        from xmodal_diar.training.trunk_cache import build_trunk_cache
+
+        caches["train"] = build_trunk_cache(
+            hparams["encoder"], rows, Path(hparams["trunk_cache"]) / "train.pt", train=True,
+            crops_per_turn=hparams.get("trunk_cache_crops", 2), seed=hparams.get("trunk_cache_seed", 0),
+            **{k: v for k, v in common.items() if k != "face_dim"},
+        )
+    train = make_dataset(train_csv, rows, label_encoder, train=True, two_crops=hparams.get("two_crops", False),
+                         trunk_cache=caches["train"], **common)
     face_ids = sorted({r["spk_id"] for r in rows if r["face"] is not None})
     sampler = IdentityBatchSampler(
         [r["spk_id"] for r in rows],
@@ -281,7 +318,11 @@ def dataio_prep(hparams: dict) -> dict:
         valid_rows = [r for r in valid_rows if r["spk_id"] in label_encoder.lab2ind] or valid_rows
         valid_encoder = label_encoder if all(r["spk_id"] in label_encoder.lab2ind for r in valid_rows) else \
             build_label_encoder(valid_rows)
-        valid = make_dataset(hparams["valid_annotation"], valid_rows, valid_encoder, train=False, **common)
+        if hparams.get("trunk_cache"):
+            caches["valid"] = build_trunk_cache(hparams["encoder"], valid_rows, Path(hparams["trunk_cache"]) / "valid.pt",
+                                                train=False, crop_max=hparams["crop_max"])
+        valid = make_dataset(hparams["valid_annotation"], valid_rows, valid_encoder, train=False,
+                             trunk_cache=caches["valid"], **common)
     centroids, face_rows = identity_face_centroids(rows, label_encoder)
     logger.info(
         "train: %d turns, %d identities, %d with faces (%d turns)", len(rows), len(label_encoder),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train every method of this recipe on the shared data -- same encoder, data, seed and
-# budget (hparams/common.yaml) -- then evaluate them all on held-out speakers.
+# budget (the shared knobs of hparams/*.yaml) -- then evaluate them all on held-out speakers.
 #   ./run.sh                       # every method, 2 at a time
 #   METHODS="triplet tet" ./run.sh --seed=2
 set -euo pipefail
