@@ -231,12 +231,12 @@ def real_stock_pipeline(embedding: str = "ecapa-voxceleb", params: Optional[dict
 
     from pyannote.audio.pipelines import SpeakerDiarization
 
-    from xmodal_diar.pipelines.pretrained_embedding import speaker_model
+    from xmodal_diar.adapters.pyannote import TurnEmbeddingModel
     from xmodal_diar.weights import weights_path
 
     import tempfile
 
-    model = speaker_model(embedding)
+    model = TurnEmbeddingModel(encoder=embedding).eval()
     # SpeakerDiarization always loads a PLDA; agglomerative clustering never uses it
     plda = write_plda(tempfile.mkdtemp(prefix="xmodal-stock-plda-"), model.dimension)
     pipeline = SpeakerDiarization(

@@ -60,7 +60,6 @@ from xmodal_diar.pipelines import turn_clustering as clustering_mod
 from xmodal_diar.pipelines import vad as vad_mod
 from xmodal_diar.pipelines.change_detection import SpeakerChangeDetection
 from xmodal_diar.pipelines.face_evidence import FaceEvidence
-from xmodal_diar.pipelines.pretrained_embedding import PRETRAINED_ENCODERS, speaker_model
 from xmodal_diar.pipelines.local_turns import clustered_segmentations, local_turns
 from xmodal_diar.pipelines.turn_clustering import TurnClustering, cluster_centroids
 from xmodal_diar.pipelines.vad import VoiceActivityDetection
@@ -75,6 +74,9 @@ CACHED_SPEECH_SCORES = "xmodal_diar/speech_scores"
 CACHED_TURNS = "xmodal_diar/turns"
 
 EmbeddingSpec = Union[str, Path, Mapping, nn.Module]
+#: Registered encoders (:data:`xmodal_diar.models.ENCODERS`) whose pretrained weights come from
+#: the model cache (:mod:`xmodal_diar.weights`); ``embedding`` may name one.
+PRETRAINED_ENCODERS = ("campplus", "ecapa-voxceleb")
 
 
 def load_embedding_model(
@@ -83,7 +85,8 @@ def load_embedding_model(
     """The turn encoder named by ``embedding``, in eval mode.
 
     ``embedding`` is an ``nn.Module`` (a :class:`pyannote.audio.Model` taking ``(B, 1, T)``
-    or a turn encoder taking ``(B, T)`` and optional ``wav_lens``), a path to a pyannote
+    or a turn encoder taking ``(B, T)`` and optional ``wav_lens``), the name of a pretrained
+    trunk (:data:`PRETRAINED_ENCODERS`, as a :class:`~xmodal_diar.adapters.pyannote.TurnEmbeddingModel`), a path to a pyannote
     checkpoint (``pytorch_model.bin``) or to a directory holding one, or the dict that
     ``Pipeline.from_pretrained`` makes of ``"$model/<subfolder>"``.
     """
@@ -92,7 +95,9 @@ def load_embedding_model(
     if embedding is None:
         raise ValueError("embedding: a turn encoder (nn.Module) or a pyannote checkpoint path is required")
     if isinstance(embedding, str) and embedding in PRETRAINED_ENCODERS:
-        return speaker_model(embedding)
+        from xmodal_diar.adapters.pyannote import TurnEmbeddingModel
+
+        return TurnEmbeddingModel(encoder=embedding).eval()
     if isinstance(embedding, Mapping):
         spec = dict(embedding)
         checkpoint, subfolder = spec.get("checkpoint"), spec.get("subfolder")
@@ -351,7 +356,7 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
     embedding : nn.Module, path, dict or str
         Turn encoder: a pyannote ``Model`` or checkpoint (``$model/pytorch_model.bin``), an
         ``nn.Module`` ``(B, T)[, wav_lens] -> (B, D)``, or a pinned pretrained encoder
-        name (``"ecapa-voxceleb"``, :mod:`xmodal_diar.pipelines.pretrained_embedding`).
+        name (``"campplus"``, ``"ecapa-voxceleb"``: :data:`PRETRAINED_ENCODERS`).
     turns : {"segmentation", "classical"}
     segmentation : pyannote powerset segmentation model or checkpoint (default: the pinned
         segmentation-3.0 inside the package)
