@@ -12,8 +12,6 @@ from xmodal_diar.adapters.speechbrain import load_speechbrain_encoder
 from xmodal_diar.audio import load_audio
 from xmodal_diar.pipelines import DEFAULT_MODEL_DIR, BroadcastDiarization
 
-
-
 def test_model_dir_is_complete_and_small():
     names = {p.name for p in DEFAULT_MODEL_DIR.iterdir()}
     assert {"config.yaml", "pytorch_model.bin", "hyperparams.yaml", "embedding_model.ckpt", "README.md"} <= names
@@ -23,7 +21,6 @@ def test_model_dir_is_complete_and_small():
     tuning = json.loads((DEFAULT_MODEL_DIR / "tuning.json").read_text())  # recipes/SharedData/Diarization
     assert tuning["after"]["train"] <= tuning["before"]["train"]
     assert tuning["params"] == yaml.safe_load((DEFAULT_MODEL_DIR / "config.yaml").read_text())["params"]
-
 
 def test_pipeline_encoder_is_the_one_its_config_names(tmp_path, librispeech_test):
     """``$model/pytorch_model.bin``: the same as SpeechBrain's view of the dir; a trunk name:

@@ -33,6 +33,7 @@ Progress goes through pyannote's hook protocol, so
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -540,7 +541,10 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         """Default path: (segmentations, speaker count, local turns, turn embeddings); cached while tuning."""
         if self.training and CACHED_TURNS in file:
             return file[CACHED_TURNS]
-        segmentations = self._segmentation({"waveform": waveform[None], "sample_rate": SAMPLE_RATE, "uri": file.get("uri")}, hook=hook)
+        segmentations = self._segmentation(
+            {"waveform": waveform[None], "sample_rate": SAMPLE_RATE, "uri": file.get("uri")},
+            hook=functools.partial(hook, "segmentation", None),
+        )
         hook("segmentation", segmentations)
         frames = self._segmentation.model.receptive_field
         count = self.speaker_count(segmentations, frames, warm_up=(0.0, 0.0))
