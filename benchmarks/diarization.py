@@ -605,10 +605,16 @@ def main(argv: Optional[list] = None) -> dict:
                 results.setdefault("der", {}).setdefault(dataset, {}).update(rows)
             _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(results["der"]) + "\n")
         if not args.skip_speed:
-            results["speed"] = run_speed(
+            speed = run_speed(
                 model_dir, [5.0] if args.quick else args.minutes, args.threads, scratch, args.repeats,
                 stock=not (args.quick or args.no_stock)
             )
+            previous = results.get("speed", {"inputs": {}, "measurements": []})
+            kept = [m for m in previous["measurements"]
+                    if (m["system"], m["input"]) not in {(n["system"], n["input"]) for n in speed["measurements"]}]
+            speed = {**previous, **speed, "inputs": {**previous["inputs"], **speed["inputs"]},
+                     "measurements": kept + speed["measurements"]}
+            results["speed"] = speed
             _log("\nSpeed and memory (RTF = processing s / audio s; peak = ru_maxrss of a fresh process)\n" + format_speed(results["speed"]))
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
