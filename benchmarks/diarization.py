@@ -555,6 +555,27 @@ def format_speed(results: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
+def merge_results(path: Path, command: str, run: dict, der: Optional[dict], speed: Optional[dict]) -> dict:
+    """Read ``path`` (if any), add this run's rows (replacing same system x dataset / input), write it.
+
+    Read and written at the end of the run, so separate runs (e.g. the stock pipeline's DER
+    and our timing) can go on in parallel and each keeps the other's rows.
+    """
+    results: dict = json.loads(path.read_text()) if path.is_file() else {}
+    results.setdefault("runs", []).append({"command": command, **run})
+    for dataset, rows in (der or {}).items():
+        results.setdefault("der", {}).setdefault(dataset, {}).update(rows)
+    if speed is not None:
+        previous = results.get("speed", {"inputs": {}, "measurements": []})
+        new = {(m["system"], m["input"]) for m in speed["measurements"]}
+        kept = [m for m in previous["measurements"] if (m["system"], m["input"]) not in new]
+        results["speed"] = {**previous, **speed, "inputs": {**previous["inputs"], **speed["inputs"]},
+                            "measurements": kept + speed["measurements"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def main(argv: Optional[list] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model dir to benchmark (default: the embedded default)")
@@ -589,36 +610,25 @@ def main(argv: Optional[list] = None) -> dict:
     torch.set_num_threads(args.threads)
     _log(f"[setup] torch.set_num_threads({args.threads}); {os.cpu_count()} CPU(s); load average {os.getloadavg()}")
     command = "python benchmarks/diarization.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    results: dict = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results.setdefault("commands", []).append(command)
-    results["machine"] = machine(args.threads)
-    results["quick"] = args.quick
+    run: dict = {"machine": machine(args.threads), "quick": args.quick}
+    der, speed = None, None
     with tempfile.TemporaryDirectory(prefix="xmodal-bench-") as scratch:
         scratch = Path(scratch)
         model_dir, note = resolve_model_dir(args.model, scratch)
         _log(f"[setup] model: {note}")
-        results["models"] = {"model": str(model_dir), "model_note": note, "compare": {k: str(v) for k, v in compare.items()}}
-        results["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
+        run["models"] = {"model": str(model_dir), "model_note": note, "compare": {k: str(v) for k, v in compare.items()}}
+        run["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
         if not args.skip_der:
             der = run_der(model_dir, compare, stock=not args.no_stock, only=args.systems)
-            for dataset, rows in der.items():
-                results.setdefault("der", {}).setdefault(dataset, {}).update(rows)
-            _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(results["der"]) + "\n")
+            _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(der) + "\n")
         if not args.skip_speed:
             speed = run_speed(
                 model_dir, [5.0] if args.quick else args.minutes, args.threads, scratch, args.repeats,
                 stock=not (args.quick or args.no_stock)
             )
-            previous = results.get("speed", {"inputs": {}, "measurements": []})
-            kept = [m for m in previous["measurements"]
-                    if (m["system"], m["input"]) not in {(n["system"], n["input"]) for n in speed["measurements"]}]
-            speed = {**previous, **speed, "inputs": {**previous["inputs"], **speed["inputs"]},
-                     "measurements": kept + speed["measurements"]}
-            results["speed"] = speed
-            _log("\nSpeed and memory (RTF = processing s / audio s; peak = ru_maxrss of a fresh process)\n" + format_speed(results["speed"]))
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+            _log("\nSpeed and memory (RTF = processing s / audio s; peak = ru_maxrss of a fresh process)\n" + format_speed(speed))
+    run["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results = merge_results(args.out, command, run, der, speed)
     _log(f"\nwrote {args.out}")
     return results
 
