@@ -48,6 +48,12 @@ GRID = {
     "clustering.min_cluster_duration": [1.0, 3.0, 6.0],
     "segmentation.min_duration_off": [0.0, 0.2],
 }
+SMALL_GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.50, 0.801, 0.05)],
+    "clustering.min_turn_duration": [1.0, 2.0],
+    "clustering.min_cluster_duration": [3.0],
+    "segmentation.min_duration_off": [0.0, 0.2],
+}
 STOCK_GRID = {
     "clustering.threshold": [round(x, 2) for x in np.arange(0.30, 0.951, 0.05)],
     "clustering.min_cluster_size": [2, 6, 12],
@@ -119,15 +125,22 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+#: "total": DER over all the files' speech (long, overlapped AMI excerpts weigh most);
+#: "mean": the mean of the files' DERs (each conversation weighs as much as each excerpt).
+OBJECTIVE = {"value": "total"}
+
+
 def total_der(pipeline, files: list, params: dict) -> float:
-    """Total DER (collar 0, overlap scored) of ``pipeline`` instantiated with ``params``."""
+    """DER (collar 0, overlap scored) of ``pipeline`` instantiated with ``params``: total, or
+    the mean of the files' DERs (:data:`OBJECTIVE`)."""
     pipeline.instantiate(params)
     metric = pipeline.get_metric()
+    per_file = []
     for file in files:
         output = pipeline(file)
         hypothesis = getattr(output, "speaker_diarization", output)
-        metric(file["annotation"], hypothesis, uem=file["annotated"])
-    return abs(metric)
+        per_file.append(metric(file["annotation"], hypothesis, uem=file["annotated"]))
+    return abs(metric) if OBJECTIVE["value"] == "total" else float(np.mean(per_file))
 
 
 def grid_search(pipeline, files: list, grid: dict, base: dict) -> tuple[dict, float, list, float]:
@@ -153,6 +166,9 @@ def main(argv=None) -> int:
     parser.add_argument("--stock", type=Path, metavar="OUT.json", help="tune the stock pyannote pipeline instead")
     parser.add_argument("--conversations", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--objective", choices=("total", "mean"), default="total", help="see OBJECTIVE")
+    parser.add_argument("--grid", choices=("full", "small"), default="full",
+                        help="small: threshold 0.50-0.80 x min_turn_duration {1, 2} x min_duration_off {0, 0.2}")
     parser.add_argument("--write", action="store_true", help="write the tuned values into MODEL_DIR/config.yaml")
     args = parser.parse_args(argv)
     if (args.model_dir is None) == (args.stock is None):
@@ -162,6 +178,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    OBJECTIVE["value"] = args.objective
     train, development = tuning_files(args.conversations)
     command = "python recipes/SharedData/Diarization/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -174,7 +191,7 @@ def main(argv=None) -> int:
         from xmodal_diar.pipelines import load_pipeline
 
         pipeline = load_pipeline(args.model_dir)
-        grid = GRID
+        grid = GRID if args.grid == "full" else SMALL_GRID
     initial = pipeline.parameters(instantiated=True)
     before_dev = total_der(pipeline, development, initial)
     tuned, train_loss, points, before_train = grid_search(pipeline, train, grid, initial)
@@ -187,7 +204,7 @@ def main(argv=None) -> int:
         "params": tuned,
         "before": {"train": before_train, "development": before_dev},
         "after": {"train": train_loss, "development": after_dev},
-        "metric": "DER, collar 0, overlap scored (total over the files)",
+        "metric": f"DER, collar 0, overlap scored ({args.objective} over the files)",
         "points": points,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2, default=float), flush=True)
