@@ -292,7 +292,10 @@ CLASSICAL_PARAMS = {
 }
 
 
-def run_der(model_dir: Path, compare: dict, stock: bool = True, only: Optional[list] = None) -> dict:
+def run_der(
+    model_dir: Path, compare: dict, stock: bool = True, only: Optional[list] = None, save: Optional[Callable] = None
+) -> dict:
+    """DER rows ``{dataset: {system: row}}``; ``save(rows)`` after each (system, dataset)."""
     from xmodal_diar.eval.diarization import evaluate_diarization
 
     datasets = der_datasets()
@@ -325,6 +328,8 @@ def run_der(model_dir: Path, compare: dict, stock: bool = True, only: Optional[l
                 "per_file": {uri: {k: v["value"] for k, v in row.items()} for uri, row in report.per_file.items()},
             }
             results.setdefault(dataset, {})[system] = row
+            if save is not None:
+                save({dataset: {system: row}})
             _log(f"[der]   DER {100 * row['der_full']:.2f} % (collar 0), {100 * row['der_forgiving']:.2f} % (collar 0.25, no overlap), speakers {row['speakers']}")
     return results
 
@@ -619,7 +624,8 @@ def main(argv: Optional[list] = None) -> dict:
         run["models"] = {"model": str(model_dir), "model_note": note, "compare": {k: str(v) for k, v in compare.items()}}
         run["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
         if not args.skip_der:
-            der = run_der(model_dir, compare, stock=not args.no_stock, only=args.systems)
+            der = run_der(model_dir, compare, stock=not args.no_stock, only=args.systems,
+                          save=lambda rows: merge_results(args.out, command, dict(run, partial=True), rows, None))
             _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(der) + "\n")
         if not args.skip_speed:
             speed = run_speed(
