@@ -567,7 +567,8 @@ def merge_results(path: Path, command: str, run: dict, der: Optional[dict], spee
     and our timing) can go on in parallel and each keeps the other's rows.
     """
     results: dict = json.loads(path.read_text()) if path.is_file() else {}
-    results.setdefault("runs", []).append({"command": command, **run})
+    runs = [r for r in results.get("runs", []) if not (r.get("command") == command and r.get("partial"))]
+    results["runs"] = runs + [{"command": command, **run}]
     for dataset, rows in (der or {}).items():
         results.setdefault("der", {}).setdefault(dataset, {}).update(rows)
     if speed is not None:
