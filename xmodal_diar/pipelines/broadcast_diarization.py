@@ -333,6 +333,14 @@ def load_segmentation_model(segmentation, token=None, cache_dir=None) -> Model:
     return model.eval()
 
 
+class OutputDiarizationErrorRate(GreedyDiarizationErrorRate):
+    """pyannote's greedy DER that also takes a ``DiarizeOutput`` (its ``speaker_diarization``)."""
+
+    def __call__(self, reference, hypothesis, detailed: bool = False, uem=None, **kwargs):
+        hypothesis = getattr(hypothesis, "speaker_diarization", hypothesis)
+        return super().__call__(reference, hypothesis, detailed=detailed, uem=uem, **kwargs)
+
+
 class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
     """Broadcast speaker diarization: local speaker turns, one embedding each, clustering.
 
@@ -462,7 +470,8 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
             speaker += 1
 
     def get_metric(self) -> GreedyDiarizationErrorRate:
-        return GreedyDiarizationErrorRate(collar=0.0, skip_overlap=False)
+        """DER, collar 0, overlap scored, of the ``speaker_diarization`` (for ``pyannote.pipeline.Optimizer``)."""
+        return OutputDiarizationErrorRate(collar=0.0, skip_overlap=False)
 
     def to(self, device: torch.device):
         self._embedding_model.to(device)

@@ -98,10 +98,10 @@ def clustered_segmentations(
     averages only the chunks where the cluster is present.
     """
     num_chunks, num_frames, _ = segmentations.data.shape
-    out = np.full((num_chunks, num_frames, num_clusters), np.nan)
+    out = np.full((num_chunks, num_frames, num_clusters), np.nan, dtype=np.float32)
     for i in range(len(turns)):
         c, k, a, b, cl = turns.chunk[i], turns.speaker[i], turns.first[i], turns.last[i], clusters[i]
-        column = np.zeros(num_frames)
+        column = np.zeros(num_frames, dtype=np.float32)
         column[a:b] = segmentations.data[c, a:b, k]
         out[c, :, cl] = np.fmax(out[c, :, cl], column)
     return SlidingWindowFeature(out, segmentations.sliding_window)
