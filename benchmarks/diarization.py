@@ -67,6 +67,14 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
 
 
+def _rel(path) -> str:
+    """``path`` relative to the repository root when inside it (no absolute paths in results)."""
+    try:
+        return str(Path(path).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 def _log(message: str) -> None:
     print(message, flush=True)
 
@@ -258,14 +266,14 @@ def der_systems(model_dir: Path, compare: dict, stock: bool = True) -> dict:
         pipeline = BroadcastDiarization(embedding=embedding, turns="classical", clustering=kwargs.get("clustering", "agglomerative"))
         return pipeline.instantiate({**CLASSICAL_PARAMS, "clustering": params["clustering"]})
 
-    systems = {"default": (lambda: load_pipeline(model_dir), f"BroadcastDiarization, {model_dir}")}
+    systems = {"default": (lambda: load_pipeline(model_dir), f"BroadcastDiarization, {_rel(model_dir)}")}
     for name, other in compare.items():
         checkpoint = str(other / "pytorch_model.bin")
         systems[name] = (
             lambda c=checkpoint: BroadcastDiarization(embedding=c, **kwargs).instantiate(params),
-            f"encoder {checkpoint} + the pipeline of {model_dir}",
+            f"encoder {_rel(checkpoint)} + the pipeline of {_rel(model_dir)}",
         )
-    systems["classical"] = (classical, f"BroadcastDiarization(turns='classical'), encoder of {model_dir}")
+    systems["classical"] = (classical, f"BroadcastDiarization(turns='classical'), encoder of {_rel(model_dir)}")
     if stock:
         sys.path.insert(0, str(HERE))
         from stock_pyannote import REAL_STOCK_KWARGS, real_stock_pipeline
@@ -622,7 +630,8 @@ def main(argv: Optional[list] = None) -> dict:
         scratch = Path(scratch)
         model_dir, note = resolve_model_dir(args.model, scratch)
         _log(f"[setup] model: {note}")
-        run["models"] = {"model": str(model_dir), "model_note": note, "compare": {k: str(v) for k, v in compare.items()}}
+        run["models"] = {"model": _rel(model_dir), "model_note": note.replace(str(model_dir), _rel(model_dir)),
+                         "compare": {k: _rel(v) for k, v in compare.items()}}
         run["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
         if not args.skip_der:
             der = run_der(model_dir, compare, stock=not args.no_stock, only=args.systems,
