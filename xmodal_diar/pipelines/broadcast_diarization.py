@@ -626,7 +626,8 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         clusters, centroids = self.cluster(embeddings, turns.clean_duration, turns.segments, file, face_evidence, bounds)
         hook("clustering", clusters)
         # never more speakers at once than allowed, nor than clusters found (no ghost speaker)
-        count = SlidingWindowFeature(np.minimum(count.data, min(bounds[2], len(centroids))).astype(np.int8), count.sliding_window)
+        cap = int(min(bounds[2], len(centroids), np.iinfo(np.int8).max))  # count.data is uint8
+        count = SlidingWindowFeature(np.minimum(count.data, cap).astype(np.int8), count.sliding_window)
         activity = clustered_segmentations(segmentations, turns, clusters, len(centroids))
         outputs = []
         for frame_count in (count, SlidingWindowFeature(np.minimum(count.data, 1).astype(np.int8), count.sliding_window)):
