@@ -1,31 +1,31 @@
-"""Diarization benchmark: DER against the anchors, real-time factor and peak memory.
+"""Diarization benchmark: DER against the stock pipeline, real-time factor and peak memory.
 
-    python benchmarks/diarization.py [--model DIR] [--compare NAME=DIR ...] [--minutes 5 60 180] [--quick]
+    python benchmarks/diarization.py [--model DIR] [--systems default classical stock] [--minutes 5 60 180]
+                                     [--skip-der | --skip-speed] [--no-stock] [--quick]
 
-1. DER through pyannote.metrics (:mod:`xmodal_diar.eval.diarization`; collar 0 with
-   overlap scored, and collar 0.25 with overlap skipped) on the ami-debug protocol
-   ``Debug.SpeakerDiarization.Debug`` (development subset, 2 x 30 s of AMI meetings) and on
-   pyannote.audio's bundled sample (``sample.wav`` + ``sample.rttm``, 30 s, 2 speakers), for
-
-   - ``model``: :class:`~xmodal_diar.pipelines.BroadcastDiarization` loaded from ``--model``
-     (default: the embedded default, ``xmodal_diar/pretrained/default``);
-   - ``--compare NAME=DIR`` (repeatable, optional): the encoder of another model dir
-     (its ``pytorch_model.bin``, e.g. the same encoder trained with a face term) in the
-     SAME pipeline, with the constructor arguments and hyper-parameters of ``model``;
-   - ``ge2e``: Resemblyzer's GE2E d-vectors (untrained identity head) in that same pipeline.
+1. DER through pyannote.metrics (:mod:`xmodal_diar.eval.diarization`): collar 0 with
+   overlap scored, and collar 0.25 with overlap skipped, on pyannote.audio's bundled sample
+   (30 s, 2 speakers), ami-debug development (dev00 + dev01, 2 x 30 s of AMI meetings), a
+   montage of the 10 shared talking-head clips (9 identities, built here:
+   :func:`talking_head_montage`) and an interview-like case (3 held-out LibriSpeech
+   speakers, short interjections: :func:`interview_case`). None of them is used for tuning
+   (recipes/SharedData/Diarization/tune.py tunes on ami-debug train + LibriSpeech-train
+   conversations). Systems (:func:`der_systems`): ``default`` (the model dir: segmentation-3.0
+   local turns), ``classical`` (VAD + change detection, same encoder), ``--compare
+   NAME=DIR`` encoders in the default pipeline, and ``stock``: pyannote's
+   ``SpeakerDiarization`` with the same segmentation-3.0 and SpeechBrain ECAPA
+   (``benchmarks/stock_pyannote.py``, tuned on the same train files).
+   ``--systems`` runs some of them; their rows replace those of an existing ``--out``.
 
 2. Real-time factor ``RTF = processing seconds / audio seconds`` and peak memory (the
-   ``ru_maxrss`` of a fresh child process per measurement) of ``model`` on a 5-minute and
-   a 60-minute input made by concatenating real shared audio (each AMI-debug excerpt
-   followed by 3 LibriSpeech utterances, then the remaining LibriSpeech utterances;
-   written to a temporary wav), and on the 5-minute input pyannote's stock
-   ``SpeakerDiarization`` with architecture-identical random models
-   (``benchmarks/stock_pyannote.py``; community-1's batch sizes and clustering). Both
-   pipelines get the decoded waveform (decoding is not timed); model loading is timed
-   apart. ``speed-up = stock RTF / our RTF`` on the same input in the same run (target
-   >= 20x), also given from CPU seconds. Our pipeline runs ``--repeats`` times in its
-   process: the first run (cold: first calls included) gives ``rtf``, the median of the
-   others ``rtf_warm``; the stock pipeline (about 20 minutes) runs once.
+   ``ru_maxrss`` of a fresh child process per measurement) of the default on 5-, 60- and
+   180-minute inputs made by concatenating real shared audio (each AMI-debug excerpt
+   followed by 3 LibriSpeech utterances, then the remaining LibriSpeech utterances, cycling;
+   written to a temporary wav), and of the stock pipeline on the 5-minute one. Both get the
+   decoded waveform (decoding is not timed); model loading is timed apart. ``speed-up =
+   stock RTF / our RTF`` on the same input in the same run (target >= 10x), also from CPU
+   seconds. Our pipeline runs ``--repeats`` times in its process: the first run (cold)
+   gives ``rtf``, the median of the others ``rtf_warm``; the stock pipeline runs once.
    ``--quick`` keeps only the 5-minute input and skips the stock pipeline.
 
 torch runs with ``torch.set_num_threads(2)`` (``--threads``) in every process: the
@@ -65,6 +65,14 @@ def _quiet() -> None:
     """Silence the torchcodec import warning and pyannote's telemetry in this process."""
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
+
+
+def _rel(path) -> str:
+    """``path`` relative to the repository root when inside it (no absolute paths in results)."""
+    try:
+        return str(Path(path).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
 
 
 def _log(message: str) -> None:
@@ -134,8 +142,77 @@ def resolve_model_dir(model: Optional[str], scratch: Path) -> tuple[Path, str]:
 
 
 # --------------------------------------------------------------------------- DER
+def _file(uri: str, pieces: list, labels: list, pause: float = 0.3) -> tuple[dict, "Annotation", "Timeline"]:
+    """A waveform file of ``pieces`` separated by ``pause`` s of silence, and its reference."""
+    import torch
+    from pyannote.core import Annotation, Segment, Timeline
+
+    gap = torch.zeros(int(pause * 16000))
+    reference, waves, t = Annotation(uri=uri), [], 0.0
+    for wav, label in zip(pieces, labels):
+        if label is not None:
+            reference[Segment(t, t + len(wav) / 16000)] = label
+        waves += [wav, gap]
+        t += (len(wav) + len(gap)) / 16000
+    waveform = torch.cat(waves)[None]
+    return ({"uri": uri, "waveform": waveform, "sample_rate": 16000}, reference,
+            Timeline([Segment(0.0, waveform.shape[1] / 16000)], uri=uri))
+
+
+def talking_head_montage(root: Optional[Path] = None) -> tuple[dict, "Annotation", "Timeline"]:
+    """The audio of the shared talking-head clips, one after another (0.3 s pauses), in
+    file-name order; reference labels are ``identities.csv``'s (9 identities, 10 clips)."""
+    import csv
+
+    from xmodal_diar.audio import load_audio
+    from xmodal_diar.shared_data import require_shared_data
+
+    folder = Path(root) if root else require_shared_data("talking-heads")
+    with open(folder / "identities.csv") as fp:
+        identity = {row["clip"]: row["identity"] for row in csv.DictReader(fp)}
+    clips = sorted(folder.glob("*.mp4"))
+    return _file("talking-heads", [load_audio(c) for c in clips], [identity[c.stem] for c in clips])
+
+
+def interview_case(seed: int = 0, rounds: int = 6) -> tuple[dict, "Annotation", "Timeline"]:
+    """An interview-like conversation of 3 held-out LibriSpeech speakers (test-other-10x10).
+
+    Each round: the host asks (3 to 5 s), one guest answers (6 to 12 s, guests alternate),
+    and the other guest interjects once inside the answer (0.6 to 1.5 s), so the answer
+    is cut in two. Crops of the speakers' real utterances, 0.3 s pauses, seeded.
+    """
+    import numpy as np
+    import torch
+
+    from xmodal_diar.audio import load_audio
+    from xmodal_diar.shared_data import require_shared_data
+
+    folders = sorted(p for p in require_shared_data("librispeech", "test-other-10x10").iterdir() if p.is_dir())
+    rng = np.random.default_rng(seed)
+    chosen = [folders[int(i)] for i in rng.choice(len(folders), size=3, replace=False)]
+    audio = {f.name: torch.cat([load_audio(u) for u in sorted(f.glob("*.flac"))]) for f in chosen}
+    host, guests = chosen[0].name, [chosen[1].name, chosen[2].name]
+
+    def crop(speaker: str, low: float, high: float) -> torch.Tensor:
+        wav = audio[speaker]
+        n = int(rng.uniform(low, high) * 16000)
+        start = int(rng.integers(0, len(wav) - n))
+        return wav[start : start + n]
+
+    pieces, labels = [], []
+    for r in range(rounds):
+        guest, other = guests[r % 2], guests[1 - r % 2]
+        answer = crop(guest, 6.0, 12.0)
+        cut = int(len(answer) * rng.uniform(0.3, 0.7))
+        for speaker, wav in ((host, crop(host, 3.0, 5.0)), (guest, answer[:cut]), (other, crop(other, 0.6, 1.5)), (guest, answer[cut:])):
+            pieces.append(wav)
+            labels.append(speaker)
+    return _file("interview", pieces, labels)
+
+
 def der_datasets() -> dict:
-    """``{name: (files, references, uems)}`` for ami-debug development and the pyannote sample."""
+    """``{name: (files, references, uems)}``: pyannote's sample, ami-debug development,
+    the talking-head montage and the interview case (none of them used for tuning)."""
     from pyannote.core import Segment, Timeline
     from pyannote.database import FileFinder, registry
 
@@ -144,6 +221,13 @@ def der_datasets() -> dict:
     from xmodal_diar.shared_data import shared_data_root
 
     datasets = {}
+    wav, rttm = sample_paths()
+    duration = audio_info(wav).duration
+    datasets["pyannote-sample"] = (
+        [{"uri": "sample", "audio": str(wav)}],
+        {"sample": load_rttms(rttm)["sample"]},
+        {"sample": Timeline([Segment(0.0, duration)], uri="sample")},
+    )
     database = shared_data_root() / "ami-debug" / "database.yml"
     if database.is_file():
         references, uems = protocol_references(database, PROTOCOL, SUBSET)
@@ -152,45 +236,87 @@ def der_datasets() -> dict:
         datasets[f"ami-debug/{SUBSET}"] = (files, references, uems)
     else:
         _log(f"[der] {database} is absent: ami-debug skipped")
-    wav, rttm = sample_paths()
-    duration = audio_info(wav).duration
-    datasets["pyannote-sample"] = (
-        [{"uri": "sample", "audio": str(wav)}],
-        {"sample": load_rttms(rttm)["sample"]},
-        {"sample": Timeline([Segment(0.0, duration)], uri="sample")},
-    )
+    for name, build in (("talking-heads", talking_head_montage), ("interview", interview_case)):
+        try:
+            file, reference, uem = build()
+        except FileNotFoundError as exc:
+            _log(f"[der] {name} skipped: {exc}")
+            continue
+        datasets[name] = ([file], {file["uri"]: reference}, {file["uri"]: uem})
     return datasets
 
 
-def der_systems(model_dir: Path, compare: dict) -> dict:
-    """``{name: (factory, description)}``; factories build the pipelines lazily, every one
-    with the constructor arguments and hyper-parameters of ``model_dir/config.yaml``."""
-    from xmodal_diar.models import build_encoder
+def der_systems(model_dir: Path, compare: dict, stock: bool = True) -> dict:
+    """``{name: (factory, description)}``; factories build the pipelines lazily.
+
+    - ``default``: ``model_dir`` (the embedded default: segmentation-3.0 local turns);
+    - ``classical``: the classical path (silero VAD + embedding change detection) with the
+      same encoder and clustering hyper-parameters, VAD / change detection as last tuned
+      for it (:data:`CLASSICAL_PARAMS`);
+    - ``NAME`` of ``--compare NAME=DIR``: that encoder in the default pipeline;
+    - ``stock``: pyannote's ``SpeakerDiarization`` with segmentation-3.0 + SpeechBrain ECAPA,
+      tuned on train (``benchmarks/stock_pyannote.py``).
+    """
     from xmodal_diar.pipelines import BroadcastDiarization, load_pipeline
 
-    def same_pipeline(embedding):
-        kwargs, params = read_config(model_dir)
-        return lambda: BroadcastDiarization(embedding=embedding(), **kwargs).instantiate(params)
+    kwargs, params = read_config(model_dir)
+    embedding = read_embedding(model_dir)
 
-    systems = {"model": (lambda: load_pipeline(model_dir), f"BroadcastDiarization, {model_dir}")}
+    def classical():
+        pipeline = BroadcastDiarization(embedding=embedding, turns="classical", clustering=kwargs.get("clustering", "agglomerative"))
+        return pipeline.instantiate({**CLASSICAL_PARAMS, "clustering": params["clustering"]})
+
+    systems = {"default": (lambda: load_pipeline(model_dir), f"BroadcastDiarization, {_rel(model_dir)}")}
     for name, other in compare.items():
-        checkpoint = other / "pytorch_model.bin"
-        systems[name] = (same_pipeline(lambda c=checkpoint: str(c)), f"encoder {checkpoint} + the pipeline of {model_dir}")
-    systems["ge2e"] = (same_pipeline(lambda: build_encoder("ge2e")), f"Resemblyzer GE2E + the pipeline of {model_dir}")
+        checkpoint = str(other / "pytorch_model.bin")
+        systems[name] = (
+            lambda c=checkpoint: BroadcastDiarization(embedding=c, **kwargs).instantiate(params),
+            f"encoder {_rel(checkpoint)} + the pipeline of {_rel(model_dir)}",
+        )
+    systems["classical"] = (classical, f"BroadcastDiarization(turns='classical'), encoder of {_rel(model_dir)}")
+    if stock:
+        sys.path.insert(0, str(HERE))
+        from stock_pyannote import REAL_STOCK_KWARGS, real_stock_pipeline
+
+        systems["stock"] = (real_stock_pipeline, f"pyannote SpeakerDiarization, segmentation-3.0 + ECAPA, {REAL_STOCK_KWARGS}")
     return systems
 
 
-def run_der(model_dir: Path, compare: dict) -> dict:
+def read_embedding(model_dir: Path):
+    """The ``embedding`` of a model dir's config.yaml, with ``$model/`` resolved."""
+    import yaml
+
+    embedding = yaml.safe_load((model_dir / "config.yaml").read_text())["pipeline"]["params"]["embedding"]
+    return str(model_dir / embedding[len("$model/") :]) if str(embedding).startswith("$model/") else embedding
+
+
+#: The classical path's VAD and change-detection hyper-parameters (tuned on the same train
+#: files for the previous default, recipes/SharedData/Diarization, before segmentation-3.0).
+CLASSICAL_PARAMS = {
+    "vad": {"onset": 0.1967818614092247, "offset": 0.758640160035031, "min_duration_on": 0.25, "min_duration_off": 0.3},
+    "change_detection": {"threshold": 0.23574864917851948, "min_duration": 1.0},
+    "min_turn_duration": 0.5,
+    "resegmentation_margin": 0.0,
+}
+
+
+def run_der(
+    model_dir: Path, compare: dict, stock: bool = True, only: Optional[list] = None, save: Optional[Callable] = None
+) -> dict:
+    """DER rows ``{dataset: {system: row}}``; ``save(rows)`` after each (system, dataset)."""
     from xmodal_diar.eval.diarization import evaluate_diarization
 
     datasets = der_datasets()
     results: dict = {}
-    for system, (factory, description) in der_systems(model_dir, compare).items():
+    for system, (factory, description) in der_systems(model_dir, compare, stock).items():
+        if only and system not in only:
+            continue
         pipeline = factory()
         for dataset, (files, references, uems) in datasets.items():
             _log(f"[der] {system} on {dataset} ({len(files)} file(s)) ...")
             start = time.perf_counter()
-            hypotheses = {f["uri"]: pipeline(dict(f)) for f in files}
+            outputs = {f["uri"]: pipeline(dict(f)) for f in files}
+            hypotheses = {uri: getattr(o, "speaker_diarization", o) for uri, o in outputs.items()}
             seconds = time.perf_counter() - start
             report = evaluate_diarization(references, hypotheses, uems)
             total = report.total
@@ -203,11 +329,16 @@ def run_der(model_dir: Path, compare: dict) -> dict:
                 "missed": total["der_full"]["missed detection"] / total["der_full"]["total"],
                 "confusion": total["der_full"]["confusion"] / total["der_full"]["total"],
                 "speakers": {uri: [len(references[uri].labels()), len(hypotheses[uri].labels())] for uri in references},
+                "overlapped_output_seconds": {
+                    uri: round(h.get_overlap().duration(), 2) for uri, h in hypotheses.items()
+                },
                 "seconds": round(seconds, 2),
                 "per_file": {uri: {k: v["value"] for k, v in row.items()} for uri, row in report.per_file.items()},
             }
             results.setdefault(dataset, {})[system] = row
-            _log(f"[der]   DER {100 * row['der_full']:.2f} % (collar 0), {100 * row['der_forgiving']:.2f} % (collar 0.25, no overlap)")
+            if save is not None:
+                save({dataset: {system: row}})
+            _log(f"[der]   DER {100 * row['der_full']:.2f} % (collar 0), {100 * row['der_forgiving']:.2f} % (collar 0.25, no overlap), speakers {row['speakers']}")
     return results
 
 
@@ -334,9 +465,9 @@ def measure(system: str, wav: str, model_dir: str, threads: int, label: str, rep
             pipeline = load_pipeline(model_dir)
         elif system == "stock":
             sys.path.insert(0, str(HERE))
-            from stock_pyannote import stock_pipeline
+            from stock_pyannote import real_stock_pipeline
 
-            pipeline = stock_pipeline(scratch)
+            pipeline = real_stock_pipeline()
         else:
             raise ValueError(f"system: expected 'ours' or 'stock', got {system!r}")
         load_seconds = time.perf_counter() - start
@@ -409,7 +540,7 @@ def run_speed(model_dir: Path, inputs: list, threads: int, scratch: Path, repeat
             "wall": round(stock["rtf"] / ours["rtf"], 1),
             "wall_vs_warm": round(stock["rtf"] / ours["rtf_warm"], 1) if "rtf_warm" in ours else None,
             "cpu": round(stock["cpu_rtf"] / ours["cpu_rtf"], 1),
-            "target": 20.0,
+            "target": 10.0,
             "stock_embedding_share": round(steps.get("embeddings", 0.0) / max(stock["wall_seconds"], 1e-9), 3),
         }
     return results
@@ -437,6 +568,28 @@ def format_speed(results: dict) -> str:
 
 
 # --------------------------------------------------------------------------- main
+def merge_results(path: Path, command: str, run: dict, der: Optional[dict], speed: Optional[dict]) -> dict:
+    """Read ``path`` (if any), add this run's rows (replacing same system x dataset / input), write it.
+
+    Read and written at the end of the run, so separate runs (e.g. the stock pipeline's DER
+    and our timing) can go on in parallel and each keeps the other's rows.
+    """
+    results: dict = json.loads(path.read_text()) if path.is_file() else {}
+    runs = [r for r in results.get("runs", []) if not (r.get("command") == command and r.get("partial"))]
+    results["runs"] = runs + [{"command": command, **run}]
+    for dataset, rows in (der or {}).items():
+        results.setdefault("der", {}).setdefault(dataset, {}).update(rows)
+    if speed is not None:
+        previous = results.get("speed", {"inputs": {}, "measurements": []})
+        new = {(m["system"], m["input"]) for m in speed["measurements"]}
+        kept = [m for m in previous["measurements"] if (m["system"], m["input"]) not in new]
+        results["speed"] = {**previous, **speed, "inputs": {**previous["inputs"], **speed["inputs"]},
+                            "measurements": kept + speed["measurements"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
 def main(argv: Optional[list] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model dir to benchmark (default: the embedded default)")
@@ -450,6 +603,10 @@ def main(argv: Optional[list] = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="runs of our pipeline per input: the first is 'cold' (default: 3)")
     parser.add_argument("--skip-der", action="store_true", help="speed and memory only")
     parser.add_argument("--skip-speed", action="store_true", help="DER only")
+    parser.add_argument("--systems", nargs="+", default=None, metavar="NAME",
+                        help="DER only for these systems (default, classical, stock, --compare names); "
+                        "their rows replace those of an existing --out file, the others are kept")
+    parser.add_argument("--no-stock", action="store_true", help="without the stock pipeline (DER and speed)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default: {RESULTS})")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:
@@ -466,28 +623,28 @@ def main(argv: Optional[list] = None) -> dict:
 
     torch.set_num_threads(args.threads)
     _log(f"[setup] torch.set_num_threads({args.threads}); {os.cpu_count()} CPU(s); load average {os.getloadavg()}")
-    results: dict = {
-        "command": "python benchmarks/diarization.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(args.threads),
-        "quick": args.quick,
-    }
+    command = "python benchmarks/diarization.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    run: dict = {"machine": machine(args.threads), "quick": args.quick}
+    der, speed = None, None
     with tempfile.TemporaryDirectory(prefix="xmodal-bench-") as scratch:
         scratch = Path(scratch)
         model_dir, note = resolve_model_dir(args.model, scratch)
         _log(f"[setup] model: {note}")
-        results["models"] = {"model": str(model_dir), "model_note": note, "compare": {k: str(v) for k, v in compare.items()}}
-        results["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
+        run["models"] = {"model": _rel(model_dir), "model_note": note.replace(str(model_dir), _rel(model_dir)),
+                         "compare": {k: _rel(v) for k, v in compare.items()}}
+        run["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
         if not args.skip_der:
-            results["der"] = run_der(model_dir, compare)
-            _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(results["der"]) + "\n")
+            der = run_der(model_dir, compare, stock=not args.no_stock, only=args.systems,
+                          save=lambda rows: merge_results(args.out, command, dict(run, partial=True), rows, None))
+            _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(der) + "\n")
         if not args.skip_speed:
-            results["speed"] = run_speed(
-                model_dir, [5.0] if args.quick else args.minutes, args.threads, scratch, args.repeats, stock=not args.quick
+            speed = run_speed(
+                model_dir, [5.0] if args.quick else args.minutes, args.threads, scratch, args.repeats,
+                stock=not (args.quick or args.no_stock)
             )
-            _log("\nSpeed and memory (RTF = processing s / audio s; peak = ru_maxrss of a fresh process)\n" + format_speed(results["speed"]))
-    results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+            _log("\nSpeed and memory (RTF = processing s / audio s; peak = ru_maxrss of a fresh process)\n" + format_speed(speed))
+    run["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results = merge_results(args.out, command, run, der, speed)
     _log(f"\nwrote {args.out}")
     return results
 

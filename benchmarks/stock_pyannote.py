@@ -197,3 +197,58 @@ def stock_pipeline(
     paths = build_stock_models(directory, embedding=embedding, seed=seed)
     pipeline = SpeakerDiarization(**paths, **{**STOCK_PIPELINE_KWARGS, **kwargs})
     return pipeline.instantiate(params or STOCK_PIPELINE_PARAMS)
+
+
+# --------------------------------------------------------------- real weights
+#: The stock pipeline compared with ours: pyannote's ``SpeakerDiarization`` with the pinned
+#: segmentation-3.0 and SpeechBrain ECAPA, agglomerative clustering (VBx would need a PLDA
+#: trained for ECAPA), overlap excluded from the embeddings, and a 5 s hop
+#: (``segmentation_step`` 0.5 of the 10 s chunk; pyannote's default 0.1 embeds five times
+#: more audio, 30 s per second of input, too slow for this 2-core machine).
+REAL_STOCK_KWARGS = {
+    "clustering": "AgglomerativeClustering",
+    "segmentation_step": 0.5,
+    "embedding_exclude_overlap": True,
+    "embedding_batch_size": 16,
+    "segmentation_batch_size": 8,
+}
+#: pyannote/speaker-diarization-3.1's agglomerative hyper-parameters (the starting point of tuning).
+REAL_STOCK_DEFAULTS = {
+    "segmentation": {"min_duration_off": 0.0},
+    "clustering": {"method": "centroid", "min_cluster_size": 12, "threshold": 0.7045654963945799},
+}
+#: Tuned on ami-debug train + LibriSpeech-train conversations (recipes/SharedData/Diarization/tune.py --stock).
+REAL_STOCK_TUNING = Path(__file__).resolve().parent / "results" / "stock_tuning.json"
+
+
+def real_stock_pipeline(embedding: str = "ecapa-voxceleb", params: Optional[dict] = None, **kwargs):
+    """Stock ``SpeakerDiarization`` with the REAL pinned weights (see :data:`REAL_STOCK_KWARGS`).
+
+    ``params``: hyper-parameters; default: those of :data:`REAL_STOCK_TUNING` when it exists,
+    else the pipeline's own defaults.
+    """
+    import json
+
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    from xmodal_diar.adapters.pyannote import TurnEmbeddingModel
+    from xmodal_diar.weights import weights_path
+
+    import tempfile
+
+    model = TurnEmbeddingModel(encoder=embedding).eval()
+    # SpeakerDiarization always loads a PLDA; agglomerative clustering never uses it
+    plda = write_plda(tempfile.mkdtemp(prefix="xmodal-stock-plda-"), model.dimension)
+    pipeline = SpeakerDiarization(
+        segmentation=str(weights_path("segmentation-3.0", "pytorch_model.bin")),
+        embedding=model,
+        plda=str(plda),
+        **{**REAL_STOCK_KWARGS, **kwargs},
+    )
+    if params is None:
+        params = (
+            json.loads(REAL_STOCK_TUNING.read_text())["params"]
+            if REAL_STOCK_TUNING.is_file()
+            else REAL_STOCK_DEFAULTS
+        )
+    return pipeline.instantiate(params)

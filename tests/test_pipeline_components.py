@@ -8,7 +8,13 @@ import pytest
 import torch
 from pyannote.core import Segment, Timeline
 
-from xmodal_diar.pipelines.broadcast_diarization import TurnEmbedder, load_embedding_model, merge_short_turns
+from xmodal_diar.pipelines.broadcast_diarization import (
+    TurnEmbedder,
+    face_distance_offset,
+    load_embedding_model,
+    merge_short_turns,
+    validate_num_speakers,
+)
 from xmodal_diar.pipelines.change_detection import (
     SpeakerChangeDetection,
     bic_change_scores,
@@ -114,22 +120,90 @@ def blobs(n_per: int = 4, seed: int = 0) -> np.ndarray:
     return e / np.linalg.norm(e, axis=1, keepdims=True)
 
 
-def clustering(threshold: float = 0.5, method: str = "average") -> TurnClustering:
-    c = TurnClustering()
-    c.instantiate({"threshold": threshold, "method": method})
+def clustering(threshold: float = 0.5, linkage: str = "average", method: str = "agglomerative", **params) -> TurnClustering:
+    c = TurnClustering(method)
+    base = {"threshold": threshold, "linkage": linkage} if method == "agglomerative" else {"pruning": 0.5}
+    c.instantiate({**base, "min_turn_duration": 0.0, "min_cluster_duration": 0.0, **params})
     return c
+
+
+def labels(c: TurnClustering, e: np.ndarray, **kwargs) -> list:
+    clusters, centroids = c(e, **kwargs)
+    assert len(centroids) == clusters.max() + 1 and np.allclose(np.linalg.norm(centroids, axis=1), 1)
+    return clusters.tolist()
 
 
 def test_clustering_threshold_and_speaker_counts():
     e = blobs()
-    assert clustering()(e).tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    assert len(set(clustering()(e, num_clusters=2))) == 2
-    assert len(set(clustering()(e, max_clusters=2))) == 2
-    assert len(set(clustering(threshold=1.9)(e, min_clusters=3))) == 3
-    assert set(clustering()(e, num_clusters=1)) == {0}
-    assert clustering()(e[:1]).tolist() == [0]
+    assert labels(clustering(), e) == [0] * 4 + [1] * 4 + [2] * 4
+    assert len(set(labels(clustering(), e, num_clusters=2))) == 2
+    assert len(set(labels(clustering(), e, max_clusters=2))) == 2
+    assert len(set(labels(clustering(threshold=1.9), e, min_clusters=3))) == 3
+    assert set(labels(clustering(), e, num_clusters=1)) == {0}
+    assert labels(clustering(), e[:1]) == [0]
     with pytest.raises(ValueError, match="finite"):
         clustering()(np.full((2, 3), np.nan))
+    with pytest.raises(ValueError, match="distance_offset"):
+        clustering()(e, distance_offset=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="method"):
+        TurnClustering("kmeans")
+
+
+def test_spectral_eigengap_counts_the_speakers():
+    e = blobs(n_per=6)
+    assert labels(clustering(method="spectral"), e) == [0] * 6 + [1] * 6 + [2] * 6
+    assert len(set(labels(clustering(method="spectral"), e, num_clusters=2))) == 2
+    assert len(set(labels(clustering(method="spectral"), e, max_clusters=2))) <= 2
+
+
+def test_short_fragments_make_no_ghost_speaker():
+    e = blobs()
+    odd = np.eye(1, 8, 7)  # a fragment unlike both speakers
+    e = np.concatenate([e[:8], odd])
+    durations = np.array([3.0] * 8 + [0.4])
+    # clustered with everything, the fragment is a third speaker ...
+    assert len(set(labels(clustering(), e))) == 3
+    # ... too short to be clustered, it goes to the nearest centroid
+    assert len(set(labels(clustering(min_turn_duration=1.0), e, durations=durations))) == 2
+    # a long but rare voice (less than min_cluster_duration in all) is dissolved too
+    durations[-1] = 2.0
+    assert len(set(labels(clustering(min_turn_duration=1.0), e, durations=durations))) == 3
+    assert len(set(labels(clustering(min_turn_duration=1.0, min_cluster_duration=3.0), e, durations=durations))) == 2
+
+
+def test_distance_offset_changes_every_method():
+    # turns 0 and 1 sound alike, turn 2 does not; face evidence (xmodal_diar.pipelines.
+    # face_evidence, tested in test_faces_evidence.py) says 0/1 differ and 1/2 are one person
+    e = np.array([[1.0, 0.0], [0.995, 0.0998], [0.0, 1.0]])
+    assert labels(clustering(), e) == [0, 0, 1]
+    offset = np.zeros((3, 3))
+    offset[0, 1] = offset[1, 0] = 0.9
+    offset[1, 2] = offset[2, 1] = -0.9
+    assert labels(clustering(), e, distance_offset=offset) == [0, 1, 1]
+    assert labels(clustering(method="spectral"), e, distance_offset=offset, num_clusters=2) == [0, 1, 1]
+    with pytest.raises(ValueError, match="distance offset"):
+        face_distance_offset(np.zeros((2, 2)), 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_speakers": 0}, "num_speakers must be a positive integer"),
+        ({"num_speakers": -1}, "num_speakers must be a positive integer"),
+        ({"num_speakers": 2.5}, "num_speakers must be a positive integer"),
+        ({"min_speakers": "2"}, "min_speakers must be a positive integer"),
+        ({"num_speakers": 2, "min_speakers": 3}, "contradicts"),
+        ({"min_speakers": 4, "max_speakers": 3}, "larger than max_speakers"),
+    ],
+)
+def test_speaker_counts_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        validate_num_speakers(**kwargs)
+
+
+def test_valid_speaker_counts_pass_through_pyannote():
+    assert validate_num_speakers(2.0) == (2, 2, 2)
+    assert validate_num_speakers(min_speakers=2) == (None, 2, np.inf)
 
 
 # ------------------------------------------------------------------------- embedding

@@ -1,5 +1,6 @@
-"""BroadcastDiarization end to end on real audio: pyannote's sample, ami-debug, a
-two-speaker LibriSpeech montage; hooks, face evidence, from_pretrained, Optimizer."""
+"""The CLASSICAL path of BroadcastDiarization (``turns="classical"``: VAD + change detection)
+end to end on real audio: pyannote's sample, ami-debug, a two-speaker LibriSpeech montage;
+hooks, face evidence, from_pretrained, Optimizer. The default path: test_pipeline_segmentation.py."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def random_encoder(seed: int = 0) -> TristouNet:
 
 @pytest.fixture(scope="module")
 def pipeline() -> BroadcastDiarization:
-    return BroadcastDiarization(embedding=random_encoder(), change_step=0.5)
+    return BroadcastDiarization(embedding=random_encoder(), turns="classical", change_step=0.5)
 
 
 def assert_well_formed(diarization: Annotation, uri: str) -> None:
@@ -55,7 +56,10 @@ def test_sample_structure_coverage_and_progress_hook(pipeline):
     reference = load_rttm(SAMPLE / "sample.rttm")["sample"]
     recorder = RecordingHook()
     with Hooks(ProgressHook(transient=True), recorder) as hook:
-        diarization = pipeline(str(SAMPLE / "sample.wav"), hook=hook)
+        output = pipeline(str(SAMPLE / "sample.wav"), hook=hook)
+    diarization = output.speaker_diarization
+    assert output.exclusive_speaker_diarization == diarization  # one speaker at a time
+    assert output.speaker_embeddings.shape[0] == len(diarization.labels())
     assert_well_formed(diarization, "sample")
     # covers the reference speech
     speech = reference.get_timeline().support()
@@ -70,16 +74,16 @@ def test_sample_structure_coverage_and_progress_hook(pipeline):
 
 def test_ami_debug_num_speakers_is_honoured(pipeline, ami_debug):
     file = {"audio": str(ami_debug / "dev00.wav"), "uri": "dev00"}
-    diarization = pipeline(dict(file), num_speakers=3)
+    diarization = pipeline(dict(file), num_speakers=3).speaker_diarization
     assert_well_formed(diarization, "dev00")
     assert len(diarization.labels()) == 3
-    bounded = pipeline(dict(file), max_speakers=1)
+    bounded = pipeline(dict(file), max_speakers=1).speaker_diarization
     assert len(bounded.labels()) == 1
 
 
 def test_non_speech_gives_an_empty_annotation_and_says_so(pipeline, ami_debug):
     with pytest.warns(UserWarning, match="no speech"):
-        diarization = pipeline(str(ami_debug / "empty.wav"))
+        diarization = pipeline(str(ami_debug / "empty.wav")).speaker_diarization
     assert isinstance(diarization, Annotation) and len(diarization) == 0 and diarization.uri == "empty"
 
 
@@ -109,12 +113,12 @@ def test_two_speaker_montage_with_a_real_speaker_encoder(montage):
     from xmodal_diar.models.ge2e import GE2ETurnEncoder
 
     file, reference = montage
-    pipeline = BroadcastDiarization(embedding=GE2ETurnEncoder())
+    pipeline = BroadcastDiarization(embedding=GE2ETurnEncoder(), turns="classical")
     params = pipeline.default_parameters()
     params["change_detection"]["threshold"] = 0.2
     params["clustering"]["threshold"] = 0.45
     pipeline.instantiate(params)
-    diarization = pipeline(dict(file))
+    diarization = pipeline(dict(file)).speaker_diarization
     assert len(diarization.labels()) == 2
     details = DiarizationErrorRate()(reference, diarization, detailed=True)
     assert details["confusion"] < 1.0
@@ -124,10 +128,10 @@ def test_two_speaker_montage_with_a_real_speaker_encoder(montage):
 def test_face_evidence_splits_what_the_voices_could_not(montage, pipeline):
     """A random encoder hears one speaker; confident faces of two people make it two."""
     file, reference = montage
-    alone = pipeline(dict(file))
+    alone = pipeline(dict(file)).speaker_diarization
     assert len(alone.labels()) == 1
     faces = [(segment, label, 1.0) for segment, _, label in reference.itertracks(yield_label=True)]
-    diarization = pipeline(dict(file), face_evidence=faces)
+    diarization = pipeline(dict(file), face_evidence=faces).speaker_diarization
     assert len(diarization.labels()) == 2
     # each face identity maps (up to turns straddling a true change) to its own speaker
     dominant = []
@@ -143,13 +147,13 @@ def test_resegmentation_keeps_a_valid_partition(montage):
     from xmodal_diar.models.ge2e import GE2ETurnEncoder
 
     file, _ = montage
-    pipeline = BroadcastDiarization(embedding=GE2ETurnEncoder())
+    pipeline = BroadcastDiarization(embedding=GE2ETurnEncoder(), turns="classical")
     params = pipeline.default_parameters()
     params.update(resegmentation_margin=0.5)
     params["change_detection"]["threshold"] = 0.2
     params["clustering"]["threshold"] = 0.45
     pipeline.instantiate(params)
-    diarization = pipeline(dict(file))
+    diarization = pipeline(dict(file)).speaker_diarization
     assert_well_formed(diarization, "montage")
     assert len(diarization.labels()) == 2
     # turns of different speakers do not overlap after moving the boundaries
@@ -166,7 +170,7 @@ def test_from_pretrained_from_another_directory(tmp_path, monkeypatch):
     model_dir.mkdir()
     encoder = random_encoder(seed=3)
     save_pyannote_checkpoint(encoder, model_dir)
-    config = write_pipeline_config(model_dir, {"clustering": {"threshold": 0.3}}, vad="energy")
+    config = write_pipeline_config(model_dir, {"clustering": {"threshold": 0.3}}, turns="classical", vad="energy")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -201,7 +205,7 @@ def test_optimizer_tunes_on_the_ami_debug_protocol(ami_debug):
     registry.load_database(str(ami_debug / "database.yml"))
     protocol = registry.get_protocol("Debug.SpeakerDiarization.Debug", preprocessors={"audio": FileFinder()})
     files = list(protocol.development())
-    pipeline = BroadcastDiarization(embedding=random_encoder(), vad="energy", change_step=0.5)
+    pipeline = BroadcastDiarization(embedding=random_encoder(), turns="classical", vad="energy", change_step=0.5)
     optimizer = Optimizer(pipeline, sampler="RandomSampler", seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

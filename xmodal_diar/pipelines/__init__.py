@@ -1,8 +1,9 @@
 """pyannote.audio pipelines of xmodal-diar.
 
-- :class:`BroadcastDiarization` -- VAD, speaker-change detection, turn embeddings,
-  (face-constrained) agglomerative clustering; loadable with
-  ``pyannote.audio.Pipeline.from_pretrained(model_dir)``.
+- :class:`BroadcastDiarization` -- segmentation-3.0 local speaker turns (or, with
+  ``turns="classical"``, VAD + speaker-change detection), one embedding per turn,
+  face-aware clustering (agglomerative, spectral, VBx), overlap-aware pyannote
+  ``DiarizeOutput``; loadable with ``pyannote.audio.Pipeline.from_pretrained(model_dir)``.
 - :func:`load_pipeline` -- that pipeline from a model directory (default: the model
   embedded in the package, ``xmodal_diar/pretrained/default/``).
 - :func:`write_pipeline_config` -- the ``config.yaml`` of a model directory.

@@ -23,8 +23,8 @@ the face-regularised turn embeddings of this package::
    ``cos(e[b - w, b], c_left) + cos(e[b, b + w], c_right)`` (``c`` cluster centroids,
    ``w`` the change-detection window);
 6. face evidence (face pairings or face tracks of the same video, argument
-   ``face_evidence`` or key ``"face_evidence"`` of the file) adds a calibrated offset
-   to the turns' distances (:mod:`xmodal_diar.pipelines.face_evidence`).
+   ``face_evidence`` or key ``"face_evidence"`` of the file) adds must-link /
+   cannot-link constraints (:mod:`xmodal_diar.pipelines.face_evidence`).
 
 Progress goes through pyannote's hook protocol, so
 ``pyannote.audio.pipelines.utils.hook.ProgressHook`` works. Steps: ``speech_activity``,
@@ -33,6 +33,7 @@ Progress goes through pyannote's hook protocol, so
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -45,10 +46,12 @@ import torch
 import yaml
 from pyannote.audio.core.model import Model
 from pyannote.audio.core.pipeline import Pipeline
-from pyannote.audio.pipelines.utils.diarization import set_num_speakers
-from pyannote.core import Annotation, Segment
+from pyannote.audio.core.inference import Inference
+from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
+from pyannote.audio.pipelines.utils.diarization import SpeakerDiarizationMixin, set_num_speakers
+from pyannote.core import Annotation, Segment, SlidingWindowFeature
 from pyannote.metrics.diarization import GreedyDiarizationErrorRate
-from pyannote.pipeline.parameter import Uniform
+from pyannote.pipeline.parameter import ParamDict, Uniform
 from torch import nn
 
 from xmodal_diar.audio import SAMPLE_RATE, describe, load_audio
@@ -58,6 +61,7 @@ from xmodal_diar.pipelines import turn_clustering as clustering_mod
 from xmodal_diar.pipelines import vad as vad_mod
 from xmodal_diar.pipelines.change_detection import SpeakerChangeDetection
 from xmodal_diar.pipelines.face_evidence import FaceEvidence
+from xmodal_diar.pipelines.local_turns import clustered_segmentations, local_turns
 from xmodal_diar.pipelines.turn_clustering import TurnClustering, cluster_centroids
 from xmodal_diar.pipelines.vad import VoiceActivityDetection
 
@@ -67,8 +71,13 @@ PIPELINE_NAME = "xmodal_diar.pipelines.BroadcastDiarization"
 CHECKPOINT_NAME = "pytorch_model.bin"
 #: ``file`` key under which VAD scores are cached while the pipeline is being tuned.
 CACHED_SPEECH_SCORES = "xmodal_diar/speech_scores"
+#: ``file`` key under which segmentation, speaker count, turns and embeddings are cached while tuning.
+CACHED_TURNS = "xmodal_diar/turns"
 
 EmbeddingSpec = Union[str, Path, Mapping, nn.Module]
+#: Registered encoders (:data:`xmodal_diar.models.ENCODERS`) whose pretrained weights come from
+#: the model cache (:mod:`xmodal_diar.weights`); ``embedding`` may name one.
+PRETRAINED_ENCODERS = ("campplus", "ecapa-voxceleb")
 
 
 def load_embedding_model(
@@ -77,7 +86,8 @@ def load_embedding_model(
     """The turn encoder named by ``embedding``, in eval mode.
 
     ``embedding`` is an ``nn.Module`` (a :class:`pyannote.audio.Model` taking ``(B, 1, T)``
-    or a turn encoder taking ``(B, T)`` and optional ``wav_lens``), a path to a pyannote
+    or a turn encoder taking ``(B, T)`` and optional ``wav_lens``), the name of a pretrained
+    trunk (:data:`PRETRAINED_ENCODERS`, as a :class:`~xmodal_diar.adapters.pyannote.TurnEmbeddingModel`), a path to a pyannote
     checkpoint (``pytorch_model.bin``) or to a directory holding one, or the dict that
     ``Pipeline.from_pretrained`` makes of ``"$model/<subfolder>"``.
     """
@@ -85,6 +95,10 @@ def load_embedding_model(
         return embedding.eval()
     if embedding is None:
         raise ValueError("embedding: a turn encoder (nn.Module) or a pyannote checkpoint path is required")
+    if isinstance(embedding, str) and embedding in PRETRAINED_ENCODERS:
+        from xmodal_diar.adapters.pyannote import TurnEmbeddingModel
+
+        return TurnEmbeddingModel(encoder=embedding).eval()
     if isinstance(embedding, Mapping):
         spec = dict(embedding)
         checkpoint, subfolder = spec.get("checkpoint"), spec.get("subfolder")
@@ -147,7 +161,9 @@ class TurnEmbedder:
             else:
                 wavs[i] = p.repeat(math.ceil(length / p.shape[-1]))[:length]
         wavs, lengths = wavs.to(self.device), lengths.to(self.device)
-        if self.pyannote:
+        if self.pyannote and self.takes_lengths:
+            out = self.model(wavs[:, None], wav_lens=lengths)
+        elif self.pyannote:
             out = self.model(wavs[:, None])
         elif self.takes_lengths:
             out = self.model(wavs, lengths)
@@ -167,28 +183,39 @@ class TurnEmbedder:
     def segments(
         self, waveform: torch.Tensor, segments: Sequence[Segment], progress: Optional[Callable[[int, int], None]] = None
     ) -> np.ndarray:
-        """One embedding per segment; long ones chunked and averaged (see module docstring)."""
-        owners, pieces, weights = [], [], []
-        for k, segment in enumerate(segments):
-            n_chunks = max(1, math.ceil(segment.duration / self.max_duration - 1e-9))
-            edges = np.linspace(segment.start, segment.end, n_chunks + 1)
+        """One embedding per segment of ``waveform``; long ones chunked and averaged."""
+        return self.pieces([self.cut(waveform, [segment]) for segment in segments], progress=progress)
+
+    @staticmethod
+    def cut(waveform: torch.Tensor, segments: Sequence[Segment]) -> torch.Tensor:
+        """The samples of ``segments`` concatenated (never empty)."""
+        parts = []
+        for segment in segments:
+            s, e = int(round(segment.start * SAMPLE_RATE)), int(round(segment.end * SAMPLE_RATE))
+            parts.append(waveform[max(s, 0) : max(e, s + 1)])
+        piece = torch.cat(parts) if parts else waveform[-1:]
+        return piece if piece.shape[-1] > 0 else waveform[-1:]
+
+    def pieces(self, pieces: Sequence[torch.Tensor], progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+        """One embedding per 1-D waveform; those over ``max_duration`` are cut into equal
+        chunks whose embeddings are averaged (duration-weighted, then L2-normalised)."""
+        owners, chunks, weights = [], [], []
+        for k, piece in enumerate(pieces):
+            n = piece.shape[-1]
+            n_chunks = max(1, math.ceil(n / (self.max_duration * SAMPLE_RATE) - 1e-9))
+            edges = np.linspace(0, n, n_chunks + 1).round().astype(int)
             for a, b in zip(edges[:-1], edges[1:]):
-                s, e = int(round(a * SAMPLE_RATE)), int(round(b * SAMPLE_RATE))
-                piece = waveform[s : max(e, s + 1)]
-                if piece.shape[-1] == 0:
-                    piece = waveform[-1:]
                 owners.append(k)
-                pieces.append(piece)
-                weights.append(b - a)
-        order = np.argsort([p.shape[-1] for p in pieces], kind="stable")
+                chunks.append(piece[a : max(b, a + 1)])
+                weights.append(max(b - a, 1))
+        order = np.argsort([p.shape[-1] for p in chunks], kind="stable")
         n_batches = math.ceil(len(order) / self.batch_size)
-        dimension, sums = None, None
+        sums = None
         for i in range(n_batches):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            emb = self.forward([pieces[j] for j in idx])
+            emb = self.forward([chunks[j] for j in idx])
             if sums is None:
-                dimension = emb.shape[1]
-                sums = np.zeros((len(segments), dimension))
+                sums = np.zeros((len(pieces), emb.shape[1]))
             for j, e in zip(idx, emb):
                 sums[owners[j]] += weights[j] * e
             if progress is not None:
@@ -198,16 +225,28 @@ class TurnEmbedder:
         return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
-def default_hyper_parameters(vad: str = "silero", change_detection: str = "embedding") -> dict:
-    """Default (nested) hyper-parameters of a pipeline built with these methods."""
-    return {
-        "vad": dict(vad_mod.DEFAULT_PARAMETERS[vad]),
-        "change_detection": dict(change_mod.DEFAULT_PARAMETERS[change_detection]),
-        "min_turn_duration": 0.5,
-        "clustering": dict(clustering_mod.DEFAULT_PARAMETERS),
-        "resegmentation_margin": 0.0,
-        "face": dict(face_mod.DEFAULT_PARAMETERS),
-    }
+TURN_MODES = ("segmentation", "classical")
+CLUSTERING_METHODS = ("agglomerative", "spectral", "vbx")
+#: The pinned segmentation model shipped in the package (``python -m xmodal_diar.weights list``).
+DEFAULT_SEGMENTATION = "segmentation-3.0"
+DEFAULT_SEGMENTATION_PARAMETERS = {"min_duration_off": 0.0}
+
+
+def default_hyper_parameters(
+    turns: str = "segmentation", clustering: str = "agglomerative", vad: str = "silero", change_detection: str = "embedding"
+) -> dict:
+    """Default (nested) hyper-parameters of a pipeline built with these options."""
+    params = {"clustering": dict(clustering_mod.DEFAULT_PARAMETERS.get(clustering, {})), "face": dict(face_mod.DEFAULT_PARAMETERS)}
+    if turns == "classical":
+        params.update(
+            vad=dict(vad_mod.DEFAULT_PARAMETERS[vad]),
+            change_detection=dict(change_mod.DEFAULT_PARAMETERS[change_detection]),
+            min_turn_duration=0.5,
+            resegmentation_margin=0.0,
+        )
+    else:
+        params["segmentation"] = dict(DEFAULT_SEGMENTATION_PARAMETERS)
+    return params
 
 
 def merge_short_turns(turns: List[Segment], boundary_scores: List[float], min_duration: float) -> List[Segment]:
@@ -234,80 +273,189 @@ def merge_short_turns(turns: List[Segment], boundary_scores: List[float], min_du
     return turns
 
 
-class BroadcastDiarization(Pipeline):
-    """Broadcast speaker diarization with face-regularised turn embeddings.
+def validate_num_speakers(
+    num_speakers: Optional[int] = None, min_speakers: Optional[int] = None, max_speakers: Optional[int] = None
+) -> tuple:
+    """``(num, min, max)`` as pyannote's ``set_num_speakers`` returns them, after checks it lacks.
+
+    Each given count must be a positive integer (``2.0`` is accepted, ``2.5``, ``0`` and
+    ``-1`` are not), ``min_speakers <= max_speakers``, and ``num_speakers`` within them.
+    """
+    for name, value in (("num_speakers", num_speakers), ("min_speakers", min_speakers), ("max_speakers", max_speakers)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or float(value) != int(value):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer (at least 1), got {value!r}")
+    num = None if num_speakers is None else int(num_speakers)
+    lo = None if min_speakers is None else int(min_speakers)
+    hi = None if max_speakers is None else int(max_speakers)
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"min_speakers={lo} is larger than max_speakers={hi}")
+    if num is not None and ((lo is not None and num < lo) or (hi is not None and num > hi)):
+        raise ValueError(f"num_speakers={num} contradicts min_speakers={lo} / max_speakers={hi}")
+    return set_num_speakers(num, lo, hi)
+
+
+def face_distance_offset(evidence, n: int) -> np.ndarray:
+    """FaceEvidence's result as an ``(n, n)`` distance offset (negative: same face)."""
+    offset = np.asarray(evidence, dtype=float)
+    if offset.shape != (n, n):
+        raise ValueError(f"face evidence: expected an ({n}, {n}) distance offset, got {offset.shape}")
+    return offset
+
+
+def load_segmentation_model(segmentation, token=None, cache_dir=None) -> Model:
+    """segmentation-3.0 (pinned, in the package) by default; else a pyannote checkpoint / Model."""
+    from xmodal_diar.weights import weights_path
+
+    if isinstance(segmentation, Model):
+        return segmentation.eval()
+    if segmentation is None or segmentation == DEFAULT_SEGMENTATION:
+        segmentation = weights_path(DEFAULT_SEGMENTATION, CHECKPOINT_NAME)
+    if isinstance(segmentation, Mapping) and Path(str(segmentation.get("checkpoint"))).is_dir():
+        segmentation = Path(str(segmentation["checkpoint"])) / (segmentation.get("subfolder") or "")
+    if isinstance(segmentation, (str, Path)) and Path(str(segmentation)).expanduser().is_dir():
+        segmentation = Path(str(segmentation)).expanduser() / CHECKPOINT_NAME
+    try:
+        model = Model.from_pretrained(segmentation, token=token, cache_dir=cache_dir)
+    except Exception as exc:
+        raise ValueError(f"segmentation: {segmentation} is not a loadable pyannote segmentation model ({exc})") from exc
+    if model is None or not getattr(model.specifications, "powerset", False):
+        raise ValueError(f"segmentation: {segmentation} is not a powerset (overlap-aware) segmentation model")
+    return model.eval()
+
+
+class OutputDiarizationErrorRate(GreedyDiarizationErrorRate):
+    """pyannote's greedy DER that also takes a ``DiarizeOutput`` (its ``speaker_diarization``)."""
+
+    def __call__(self, reference, hypothesis, detailed: bool = False, uem=None, **kwargs):
+        hypothesis = getattr(hypothesis, "speaker_diarization", hypothesis)
+        return super().__call__(reference, hypothesis, detailed=detailed, uem=uem, **kwargs)
+
+
+class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
+    """Broadcast speaker diarization: local speaker turns, one embedding each, clustering.
+
+    Default (``turns="segmentation"``)::
+
+        segmentation-3.0 on 10 s chunks (pyannote Inference, step = segmentation_step x 10 s)
+          -> local turns (one local speaker, contiguous; :mod:`.local_turns`)
+          -> ONE embedding per turn (overlapped frames excluded)
+          -> (face evidence as a distance offset) -> clustering (:mod:`.turn_clustering`)
+          -> turns put back into their clusters' columns -> pyannote aggregation,
+             frame-level speaker count, ``to_diarization`` (overlap-aware)
+
+    ``turns="classical"``: VAD -> speaker-change detection -> short-turn merging -> turn
+    embeddings -> clustering -> (boundary re-segmentation); one speaker at a time.
+
+    Both return pyannote 4's ``DiarizeOutput`` (``speaker_diarization``,
+    ``exclusive_speaker_diarization``, ``speaker_embeddings``: one centroid per speaker,
+    rows in ``speaker_diarization.labels()`` order).
 
     Parameters
     ----------
-    embedding : nn.Module, path or dict
-        Turn encoder: a pyannote ``Model`` or checkpoint (``$model/pytorch_model.bin`` in a
-        ``config.yaml``), or an ``nn.Module`` ``(B, T)[, wav_lens] -> (B, D)``.
-    vad : {"silero", "energy"}
-    change_detection : {"embedding", "bic"}
-    change_window, change_step : float
-        Window length and candidate spacing (s) of change detection.
-    max_turn_duration : float
-        Longer turns are embedded in chunks and averaged.
-    min_embedding_duration : float
-        Shorter segments are repeat-padded to this length before embedding.
-    embedding_batch_size : int
-    device : str or torch.device, optional
-    token, cache_dir :
-        Accepted for ``Pipeline.from_pretrained`` (used only by hub checkpoints).
+    embedding : nn.Module, path, dict or str
+        Turn encoder: a pyannote ``Model`` or checkpoint (``$model/pytorch_model.bin``), an
+        ``nn.Module`` ``(B, T)[, wav_lens] -> (B, D)``, or a pinned pretrained encoder
+        name (``"campplus"``, ``"ecapa-voxceleb"``: :data:`PRETRAINED_ENCODERS`).
+    turns : {"segmentation", "classical"}
+    segmentation : pyannote powerset segmentation model or checkpoint (default: the pinned
+        segmentation-3.0 inside the package)
+    segmentation_step : float
+        Chunk step as a fraction of the chunk duration (1.0: chunks side by side).
+    clustering : {"agglomerative", "spectral", "vbx"}
+    vad, change_detection, change_window, change_step : classical path only
+    max_turn_duration : longer embedded pieces are chunked and averaged
+    min_embedding_duration : shorter pieces are repeat-padded
+    max_embedding_duration : default path: only the central ``max_embedding_duration``
+        seconds of a turn's clean speech are embedded (None: all of it)
+    embedding_batch_size, segmentation_batch_size : int
+    device, token, cache_dir : as pyannote pipelines
 
     Hyper-parameters
     ----------------
-    vad > onset, offset, min_duration_on, min_duration_off
-    change_detection > threshold, min_duration
-    min_turn_duration : shorter turns are merged with a neighbour
-    clustering > threshold, method
-    resegmentation_margin : 0 disables boundary re-segmentation
-    face > min_confidence, weight
-
-    Usage
-    -----
-    >>> pipeline = BroadcastDiarization(embedding="model_dir/pytorch_model.bin")
-    >>> diarization = pipeline("broadcast.mp4", num_speakers=None, hook=ProgressHook())
+    segmentation > min_duration_off (default path)
+    vad > ..., change_detection > ..., min_turn_duration, resegmentation_margin (classical)
+    clustering > threshold, linkage | pruning, min_turn_duration, min_cluster_duration
+    face > min_confidence, same_face_threshold
     """
 
     def __init__(
         self,
         embedding: EmbeddingSpec = None,
+        turns: str = "segmentation",
+        segmentation=DEFAULT_SEGMENTATION,
+        segmentation_step: float = 1.0,
+        clustering: str = "agglomerative",
         vad: str = "silero",
         change_detection: str = "embedding",
         change_window: float = 1.5,
         change_step: float = 0.25,
         max_turn_duration: float = 10.0,
         min_embedding_duration: float = 0.5,
+        max_embedding_duration: Optional[float] = None,
         embedding_batch_size: int = 32,
+        segmentation_batch_size: int = 8,
         device: Optional[Union[str, torch.device]] = None,
         token: Optional[str] = None,
         cache_dir: Optional[Union[str, Path]] = None,
     ):
         super().__init__()
-        if embedding_batch_size < 1:
-            raise ValueError(f"embedding_batch_size must be >= 1, got {embedding_batch_size}")
-        if max_turn_duration <= 0 or min_embedding_duration <= 0:
-            raise ValueError("max_turn_duration and min_embedding_duration must be positive")
-        self.embedding = embedding if not isinstance(embedding, nn.Module) else type(embedding).__name__
+        if turns not in TURN_MODES:
+            raise ValueError(f"turns must be one of {TURN_MODES}, got {turns!r}")
+        if clustering not in CLUSTERING_METHODS:
+            raise ValueError(f"clustering must be one of {CLUSTERING_METHODS}, got {clustering!r}")
+        if not 0.0 < segmentation_step <= 1.0:
+            raise ValueError(f"segmentation_step must be in (0, 1] (a fraction of the chunk duration), got {segmentation_step}")
+        self.embedding = embedding if isinstance(embedding, (str, Path, dict)) or embedding is None else type(embedding).__name__
         self._embedding_model = load_embedding_model(embedding, token=token, cache_dir=cache_dir)
         self.embedding_batch_size = embedding_batch_size
         self.max_turn_duration = max_turn_duration
         self.min_embedding_duration = min_embedding_duration
+        self.max_embedding_duration = max_embedding_duration
+        self.turns = turns
+        self.klustering = clustering
 
-        self.vad = VoiceActivityDetection(method=vad)
-        self.change_detection = SpeakerChangeDetection(change_detection, window=change_window, step=change_step)
-        self.clustering = TurnClustering()
+        if turns == "segmentation":
+            self.segmentation_model = segmentation if isinstance(segmentation, (str, Path, dict)) else type(segmentation).__name__
+            model = load_segmentation_model(segmentation, token=token, cache_dir=cache_dir)
+            self.segmentation_step = segmentation_step
+            duration = model.specifications.duration
+            self._segmentation = Inference(
+                model, duration=duration, step=segmentation_step * duration, skip_aggregation=True,
+                batch_size=segmentation_batch_size,
+            )
+            self.segmentation = ParamDict(min_duration_off=Uniform(0.0, 1.0))
+        else:
+            self.vad = VoiceActivityDetection(method=vad)
+            self.change_detection = SpeakerChangeDetection(change_detection, window=change_window, step=change_step)
+            self.min_turn_duration = Uniform(0.0, 2.0)
+            self.resegmentation_margin = Uniform(0.0, 1.0)
+
+        if clustering == "vbx":
+            try:  # written on branch `vbx` (VBx + PLDA trained by our recipe); wired by the lead at merge
+                from xmodal_diar.pipelines.vbx_clustering import VBxClustering
+            except ImportError as exc:
+                raise ValueError(f"clustering='vbx' needs xmodal_diar.pipelines.vbx_clustering ({exc})") from exc
+            self.clustering = VBxClustering()
+        else:
+            self.clustering = TurnClustering(method=clustering)
         self.face = FaceEvidence()
-        self.min_turn_duration = Uniform(0.0, 2.0)
-        self.resegmentation_margin = Uniform(0.0, 1.0)
 
         self.instantiate(self.default_parameters())
         self.to(torch.device(device) if device is not None else torch.device("cpu"))
 
     # ----------------------------------------------------------------- pyannote API
     def default_parameters(self) -> dict:
-        return default_hyper_parameters(self.vad.method, self.change_detection.method)
+        if self.turns == "classical":
+            params = default_hyper_parameters("classical", self.klustering, self.vad.method, self.change_detection.method)
+        else:
+            params = default_hyper_parameters("segmentation", self.klustering)
+        if self.klustering == "vbx":
+            params["clustering"] = self.clustering.default_parameters()
+        return params
 
     def classes(self):
         speaker = 0
@@ -316,7 +464,14 @@ class BroadcastDiarization(Pipeline):
             speaker += 1
 
     def get_metric(self) -> GreedyDiarizationErrorRate:
-        return GreedyDiarizationErrorRate(collar=0.0, skip_overlap=False)
+        """DER, collar 0, overlap scored, of the ``speaker_diarization`` (for ``pyannote.pipeline.Optimizer``)."""
+        return OutputDiarizationErrorRate(collar=0.0, skip_overlap=False)
+
+    def to(self, device: torch.device):
+        self._embedding_model.to(device)
+        if self.turns == "segmentation":
+            self._segmentation.to(device)
+        return self
 
     @property
     def embedder(self) -> TurnEmbedder:
@@ -333,7 +488,7 @@ class BroadcastDiarization(Pipeline):
         return load_audio(file["audio"])
 
     def get_turns(self, waveform: torch.Tensor, speech, hook) -> tuple[List[Segment], List[int]]:
-        """Speaker turns of every speech region (short ones merged) and their region index."""
+        """Classical path: speaker turns of every speech region (short ones merged) and their region index."""
         embedder = self.embedder
         turns, regions = [], []
         total = len(speech)
@@ -356,7 +511,7 @@ class BroadcastDiarization(Pipeline):
         clusters: np.ndarray,
         embeddings: np.ndarray,
     ) -> List[Segment]:
-        """Move boundaries between turns of different clusters (see module docstring)."""
+        """Classical path: move boundaries between turns of different clusters (within the margin)."""
         margin = self.resegmentation_margin
         w = self.change_detection.window
         centroids = cluster_centroids(embeddings, clusters, [t.duration for t in turns])
@@ -385,6 +540,48 @@ class BroadcastDiarization(Pipeline):
             turns[i + 1] = Segment(b, turns[i + 1].end)
         return turns
 
+    def segment(self, file: Mapping, waveform: torch.Tensor, hook: Callable):
+        """Default path: (segmentations, speaker count, local turns, turn embeddings); cached while tuning."""
+        if self.training and CACHED_TURNS in file:
+            return file[CACHED_TURNS]
+        segmentations = self._segmentation(
+            {"waveform": waveform[None], "sample_rate": SAMPLE_RATE, "uri": file.get("uri")},
+            hook=functools.partial(hook, "segmentation", None),
+        )
+        hook("segmentation", segmentations)
+        frames = self._segmentation.model.receptive_field
+        count = self.speaker_count(segmentations, frames, warm_up=(0.0, 0.0))
+        hook("speaker_counting", count)
+        turns = local_turns(segmentations, frames, min_clean_duration=self.min_embedding_duration)
+        hook("embeddings", None, total=1, completed=0)
+        embedder = self.embedder
+        pieces = [embedder.cut(waveform, parts) for parts in turns.clean]
+        if self.max_embedding_duration:
+            cap = int(self.max_embedding_duration * SAMPLE_RATE)
+            pieces = [p[max(0, (len(p) - cap) // 2) :][:cap] for p in pieces]
+        embeddings = embedder.pieces(
+            pieces,
+            progress=lambda done, total: hook("embeddings", None, total=total, completed=done),
+        )
+        hook("embeddings", embeddings)
+        result = (segmentations, count, turns, embeddings)
+        if self.training:
+            file[CACHED_TURNS] = result
+        return result
+
+    def cluster(self, embeddings, durations, segments, file, face_evidence, bounds) -> tuple:
+        """``(clusters, centroids)`` of the turns, with face evidence as a distance offset."""
+        if face_evidence is None and "face_evidence" in file:
+            face_evidence = file["face_evidence"]
+        offset = None
+        if face_evidence is not None and len(segments):
+            offset = face_distance_offset(self.face(segments, face_evidence, uri=file.get("uri", "video")), len(segments))
+        num, lo, hi = bounds
+        return self.clustering(
+            embeddings, durations=durations, distance_offset=offset,
+            num_clusters=num, min_clusters=lo, max_clusters=None if hi == np.inf else hi,
+        )
+
     # ------------------------------------------------------------------- apply
     def apply(
         self,
@@ -394,20 +591,51 @@ class BroadcastDiarization(Pipeline):
         max_speakers: Optional[int] = None,
         face_evidence: Optional[Sequence] = None,
         hook: Optional[Callable] = None,
-    ) -> Annotation:
-        """Diarize ``file``; return a pyannote ``Annotation`` (labels ``SPEAKER_00``, ...).
+    ) -> DiarizeOutput:
+        """Diarize ``file`` into a ``DiarizeOutput`` (labels ``SPEAKER_00``, ...).
 
         ``face_evidence``: face pairings or face tracks of the same video (see
         :mod:`xmodal_diar.pipelines.face_evidence`); defaults to ``file["face_evidence"]``.
         """
+        bounds = validate_num_speakers(num_speakers, min_speakers, max_speakers)
         hook = self.setup_hook(file, hook=hook)
-        num_speakers, min_speakers, max_speakers = set_num_speakers(num_speakers, min_speakers, max_speakers)
         uri = file.get("uri", "waveform")
-        annotation = Annotation(uri=uri)
-
         waveform = self.load_waveform(file)
-        duration = waveform.shape[-1] / SAMPLE_RATE
+        if self.turns == "classical":
+            output = self._apply_classical(file, waveform, uri, bounds, face_evidence, hook)
+        else:
+            output = self._apply_segmentation(file, waveform, uri, bounds, face_evidence, hook)
+        hook("diarization", output.speaker_diarization)
+        return output
 
+    def _empty(self, uri: str, why: str) -> DiarizeOutput:
+        logger.warning(why)
+        warnings.warn(why)
+        return DiarizeOutput(Annotation(uri=uri), Annotation(uri=uri), np.zeros((0, 0)))
+
+    def _apply_segmentation(self, file, waveform, uri, bounds, face_evidence, hook) -> DiarizeOutput:
+        segmentations, count, turns, embeddings = self.segment(file, waveform, hook)
+        if len(turns) == 0:
+            return self._empty(uri, f"{describe(file)}: no speech detected in {waveform.shape[-1] / SAMPLE_RATE:.1f} s; empty output")
+        clusters, centroids = self.cluster(embeddings, turns.clean_duration, turns.segments, file, face_evidence, bounds)
+        hook("clustering", clusters)
+        # never more speakers at once than allowed, nor than clusters found (no ghost speaker)
+        cap = int(min(bounds[2], len(centroids), np.iinfo(np.int8).max))  # count.data is uint8
+        count = SlidingWindowFeature(np.minimum(count.data, cap).astype(np.int8), count.sliding_window)
+        activity = clustered_segmentations(segmentations, turns, clusters, len(centroids))
+        outputs = []
+        for frame_count in (count, SlidingWindowFeature(np.minimum(count.data, 1).astype(np.int8), count.sliding_window)):
+            annotation = self.to_annotation(
+                self.to_diarization(activity, frame_count), min_duration_on=0.0, min_duration_off=self.segmentation.min_duration_off
+            )
+            annotation.uri = uri
+            outputs.append(annotation.rename_labels({k: f"SPEAKER_{k:02d}" for k in annotation.labels()}))
+        diarization, exclusive = outputs
+        rows = [int(label.split("_")[1]) for label in diarization.labels()]
+        return DiarizeOutput(diarization, exclusive, centroids[rows])
+
+    def _apply_classical(self, file, waveform, uri, bounds, face_evidence, hook) -> DiarizeOutput:
+        duration = waveform.shape[-1] / SAMPLE_RATE
         if self.training and CACHED_SPEECH_SCORES in file:
             speech_scores = file[CACHED_SPEECH_SCORES]
         else:
@@ -417,46 +645,24 @@ class BroadcastDiarization(Pipeline):
         hook("speech_activity", speech_scores)
         speech = self.vad.speech_regions(speech_scores, duration)
         if len(speech) == 0:
-            message = f"{describe(file)}: no speech detected in {duration:.1f} s; returning an empty annotation"
-            logger.warning(message)
-            warnings.warn(message)
-            hook("diarization", annotation)
-            return annotation
-
+            return self._empty(uri, f"{describe(file)}: no speech detected in {duration:.1f} s; empty output")
         turns, regions = self.get_turns(waveform, speech, hook)
-
         hook("embeddings", None, total=1, completed=0)
         embeddings = self.embedder.segments(
             waveform, turns, progress=lambda done, total: hook("embeddings", None, total=total, completed=done)
         )
         hook("embeddings", embeddings)
-
-        offset = None
-        if face_evidence is None and "face_evidence" in file:
-            face_evidence = file["face_evidence"]
-        if face_evidence is not None:
-            offset = self.face(turns, face_evidence, uri=uri)
-
-        clusters = self.clustering(
-            embeddings,
-            distance_offset=offset,
-            num_clusters=num_speakers,
-            min_clusters=min_speakers,
-            max_clusters=None if max_speakers == np.inf else max_speakers,
-        )
+        clusters, centroids = self.cluster(embeddings, np.array([t.duration for t in turns]), turns, file, face_evidence, bounds)
         hook("clustering", clusters)
-
         if self.resegmentation_margin > 0 and len(np.unique(clusters)) > 1:
             turns = self.resegment(waveform, turns, regions, clusters, embeddings)
             hook("resegmentation", None)
-
-        labels = self.classes()
-        names = [next(labels) for _ in range(int(clusters.max()) + 1)]
+        annotation = Annotation(uri=uri)
         for k, (turn, cluster) in enumerate(zip(turns, clusters)):
-            annotation[turn, k] = names[cluster]
+            annotation[turn, k] = f"SPEAKER_{cluster:02d}"
         annotation = annotation.support()
-        hook("diarization", annotation)
-        return annotation
+        rows = [int(label.split("_")[1]) for label in annotation.labels()]
+        return DiarizeOutput(annotation, annotation.copy(), centroids[rows])
 
 
 def write_pipeline_config(
@@ -480,7 +686,12 @@ def write_pipeline_config(
     unknown = set(pipeline_kwargs) - set(inspect.signature(BroadcastDiarization.__init__).parameters)
     if unknown:
         raise ValueError(f"unknown BroadcastDiarization arguments {sorted(unknown)}")
-    merged = default_hyper_parameters(pipeline_kwargs.get("vad", "silero"), pipeline_kwargs.get("change_detection", "embedding"))
+    merged = default_hyper_parameters(
+        pipeline_kwargs.get("turns", "segmentation"),
+        pipeline_kwargs.get("clustering", "agglomerative"),
+        pipeline_kwargs.get("vad", "silero"),
+        pipeline_kwargs.get("change_detection", "embedding"),
+    )
     _deep_update(merged, dict(params or {}))
     config = {
         "pipeline": {"name": PIPELINE_NAME, "params": {"embedding": embedding, **pipeline_kwargs}},

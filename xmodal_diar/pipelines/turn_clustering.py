@@ -1,33 +1,49 @@
-"""Agglomerative clustering of speaker-turn embeddings, with optional link constraints.
+"""Clustering of speaker-turn embeddings that estimates the number of speakers.
 
-Hierarchical agglomerative clustering (``scipy.cluster.hierarchy.linkage``) of the turns'
-cosine distances ``d(i, j) = 1 - cos(s_i, s_j)``, stopped at the distance ``threshold``
-(broadcast diarization by turn clustering, Le & Odobez 2017, sec. 5). Face evidence
-enters as an additive ``distance_offset`` (:class:`~xmodal_diar.pipelines.face_evidence.FaceEvidence`:
-negative for the same face, positive for different faces; the sum is clipped at 0), hence
-the linkage runs on precomputed distances and only the linkage methods defined on them
-are offered.
+Distances are cosine, ``d(i, j) = 1 - cos(s_i, s_j)``, plus an optional face-evidence
+``distance_offset`` ``(N, N)`` (negative: same face, positive: different faces, 0: none),
+clipped to ``[0, 2]``. Two algorithms (``TurnClustering(method=...)``):
 
-The number of speakers: ``num_clusters`` forces the dendrogram cut into exactly that many
-clusters (``fcluster(..., criterion="maxclust")``); otherwise the threshold decides and
-its count is clamped into ``[min_clusters, max_clusters]``. Bounds are validated and
-clipped to the number of turns by pyannote's
-:meth:`~pyannote.audio.pipelines.clustering.BaseClustering.set_num_clusters` (reused).
+- ``"agglomerative"``: hierarchical agglomerative clustering (``scipy.cluster.hierarchy
+  .linkage`` on the precomputed distances, linkage ``linkage``), cut at ``threshold``
+  (broadcast turn clustering, Le & Odobez 2017, sec. 5);
+- ``"spectral"``: spectral clustering with the eigengap count of Park et al. 2019
+  ("Auto-tuning spectral clustering for speaker diarization using normalized maximum
+  eigengap"): affinity ``A = 1 - d``, each row keeps its ``ceil(pruning * N)`` largest
+  entries, ``A <- (A + Aᵀ) / 2``, normalised Laplacian ``L = I - D^-1/2 A D^-1/2``;
+  the number of speakers is ``argmax_k (λ_{k+1} - λ_k)`` over the smallest eigenvalues, then
+  k-means (``scipy.cluster.vq.kmeans2``) on the row-normalised first ``k`` eigenvectors.
+
+No ghost speakers from short fragments (as pyannote's ``min_cluster_size``): only turns of
+at least ``min_turn_duration`` seconds (their clean, single-speaker duration) are
+clustered; clusters totalling less than ``min_cluster_duration`` seconds are dissolved
+into the nearest remaining cluster while the count allows; every other turn then goes to
+the nearest centroid (cosine distance plus its mean ``distance_offset`` to the members).
+
+The number of speakers: ``num_clusters`` forces it (``fcluster(..., "maxclust")`` /
+k-means with that ``k``); otherwise the algorithm decides within ``[min_clusters,
+max_clusters]``. Bounds are clipped to the number of turns by pyannote's
+:meth:`~pyannote.audio.pipelines.clustering.BaseClustering.set_num_clusters`.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 from pyannote.audio.pipelines.clustering import BaseClustering
 from pyannote.pipeline.parameter import Categorical, Uniform
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist, squareform
 
-
 LINKAGE_METHODS = ("average", "complete", "single", "weighted")
-DEFAULT_PARAMETERS = {"threshold": 0.7, "method": "average"}
+METHODS = ("agglomerative", "spectral")
+COMMON_PARAMETERS = {"min_turn_duration": 1.0, "min_cluster_duration": 3.0}
+DEFAULT_PARAMETERS = {
+    "agglomerative": {"threshold": 0.7, "linkage": "average", **COMMON_PARAMETERS},
+    "spectral": {"pruning": 0.3, **COMMON_PARAMETERS},
+}
 
 
 def relabel_by_first_appearance(clusters: np.ndarray) -> np.ndarray:
@@ -47,60 +63,156 @@ def cluster_centroids(embeddings: np.ndarray, clusters: np.ndarray, weights: Opt
     return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
 
 
+def eigengap_spectral(
+    distances: np.ndarray, pruning: float, num_clusters: Optional[int], min_clusters: int, max_clusters: int, seed: int = 0
+) -> np.ndarray:
+    """Spectral clustering of a distance matrix with the eigengap count (see module docstring)."""
+    n = len(distances)
+    affinity = np.clip(1.0 - distances, 0.0, 1.0)
+    keep = max(2, int(np.ceil(pruning * n)))
+    if keep < n:
+        threshold = -np.sort(-affinity, axis=1)[:, keep - 1 : keep]
+        affinity = np.where(affinity >= threshold, affinity, 0.0)
+    affinity = (affinity + affinity.T) / 2
+    degree = np.maximum(affinity.sum(axis=1), 1e-12)
+    laplacian = np.eye(n) - affinity / np.sqrt(np.outer(degree, degree))
+    eigenvalues, eigenvectors = np.linalg.eigh(laplacian)
+    if num_clusters is None:
+        hi = min(max_clusters, n - 1)
+        gaps = np.diff(eigenvalues[: hi + 1])  # gaps[k - 1] = λ_{k+1} - λ_k, k = 1..hi
+        ks = np.arange(1, hi + 1)
+        allowed = (ks >= min_clusters) & (ks <= hi)
+        num_clusters = int(ks[allowed][np.argmax(gaps[allowed])]) if allowed.any() else min_clusters
+    if num_clusters <= 1:
+        return np.zeros(n, dtype=int)
+    features = eigenvectors[:, :num_clusters]
+    features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    best, best_inertia = None, np.inf
+    for _ in range(5):
+        centres, labels = kmeans2(features, num_clusters, minit="++", seed=rng)
+        inertia = ((features - centres[labels]) ** 2).sum()
+        if inertia < best_inertia:
+            best, best_inertia = labels, inertia
+    return np.unique(best, return_inverse=True)[1]
+
+
 class TurnClustering(BaseClustering):
-    """Constrained agglomerative clustering of turn embeddings.
+    """Clustering of turn embeddings (see module docstring).
+
+    Parameters
+    ----------
+    method : {"agglomerative", "spectral"}
 
     Hyper-parameters
     ----------------
-    threshold : float in [0, 2]
-        Stopping distance (cosine distance between clusters).
-    method : {"average", "complete", "single", "weighted"}
-        Linkage method.
+    threshold, linkage : agglomerative only (stopping cosine distance, linkage method)
+    pruning : spectral only (fraction of each affinity row kept)
+    min_turn_duration : shorter turns are not clustered, only assigned to a centroid
+    min_cluster_duration : smaller clusters are dissolved (no ghost speakers)
     """
 
     expects_num_clusters: bool = False
 
-    def __init__(self):
+    def __init__(self, method: str = "agglomerative"):
         super().__init__(metric="cosine")
-        self.threshold = Uniform(0.0, 2.0)
-        self.method = Categorical(list(LINKAGE_METHODS))
+        if method not in METHODS:
+            raise ValueError(f"clustering: method must be one of {METHODS} (or 'vbx' in the pipeline), got {method!r}")
+        self.method = method
+        if method == "agglomerative":
+            self.threshold = Uniform(0.0, 2.0)
+            self.linkage = Categorical(list(LINKAGE_METHODS))
+        else:
+            self.pruning = Uniform(0.05, 1.0)
+        self.min_turn_duration = Uniform(0.0, 4.0)
+        self.min_cluster_duration = Uniform(0.0, 30.0)
 
     def default_parameters(self) -> dict:
-        return dict(DEFAULT_PARAMETERS)
+        return dict(DEFAULT_PARAMETERS[self.method])
+
+    def _cluster(
+        self, distances: np.ndarray, num_clusters, min_clusters: int, max_clusters: int, embeddings: np.ndarray
+    ) -> np.ndarray:
+        """Cluster index (from 0) of each turn to cluster; subclasses (VBx) may use ``embeddings``."""
+        n = len(distances)
+        if n == 1 or max_clusters < 2:
+            return np.zeros(n, dtype=int)
+        if self.method == "spectral":
+            return eigengap_spectral(distances, self.pruning, num_clusters, min_clusters, max_clusters)
+        dendrogram = linkage(squareform(distances, checks=False), method=self.linkage)
+        if num_clusters is None:
+            clusters = fcluster(dendrogram, self.threshold, criterion="distance")
+            found = len(np.unique(clusters))
+            if min_clusters <= found <= max_clusters:
+                return clusters - 1
+            num_clusters = min(max(found, min_clusters), max_clusters)
+        return fcluster(dendrogram, num_clusters, criterion="maxclust") - 1
 
     def __call__(
         self,
         embeddings: np.ndarray,
+        durations: Optional[np.ndarray] = None,
         distance_offset: Optional[np.ndarray] = None,
         num_clusters: Optional[int] = None,
         min_clusters: Optional[int] = None,
         max_clusters: Optional[int] = None,
-    ) -> np.ndarray:
-        """Cluster index of each of the ``(N, D)`` embeddings, numbered by first appearance."""
+    ) -> Tuple[np.ndarray, np.ndarray]:
+        """``(clusters (N,), centroids (K, D))`` of ``(N, D)`` embeddings; clusters by first appearance.
+
+        ``durations`` (N,): seconds each turn's embedding stands for (default 1 each);
+        ``distance_offset`` (N, N): face evidence added to the cosine distances.
+        """
         embeddings = np.asarray(embeddings, dtype=np.float64)
         if embeddings.ndim != 2 or not np.isfinite(embeddings).all():
             raise ValueError(f"turn clustering: expected finite (N, D) embeddings, got shape {embeddings.shape}")
         n = len(embeddings)
         if n == 0:
-            return np.zeros(0, dtype=int)
-        num_clusters, min_clusters, max_clusters = self.set_num_clusters(
-            n, num_clusters=num_clusters, min_clusters=min_clusters, max_clusters=max_clusters
-        )
-        if n == 1 or max_clusters < 2:
-            return np.zeros(n, dtype=int)
-        distances = np.clip(cdist(embeddings, embeddings, metric="cosine"), 0.0, 2.0)
-        if distance_offset is not None:
-            distance_offset = np.asarray(distance_offset, dtype=np.float64)
-            if distance_offset.shape != (n, n):
-                raise ValueError(f"turn clustering: distance_offset must be ({n}, {n}), got {distance_offset.shape}")
-            distances = np.clip(distances + distance_offset, 0.0, None)
+            return np.zeros(0, dtype=int), np.zeros((0, embeddings.shape[1]))
+        durations = np.ones(n) if durations is None else np.asarray(durations, dtype=np.float64)
+        offset = np.zeros((n, n)) if distance_offset is None else np.asarray(distance_offset, dtype=np.float64)
+        if durations.shape != (n,) or offset.shape != (n, n):
+            raise ValueError(
+                f"turn clustering: durations {durations.shape} and distance_offset {offset.shape} must be ({n},) and ({n}, {n})"
+            )
+        distances = np.clip(cdist(embeddings, embeddings, metric="cosine") + offset, 0.0, 2.0)
+        distances = (distances + distances.T) / 2
         np.fill_diagonal(distances, 0.0)
-        dendrogram = linkage(squareform(distances, checks=False), method=self.method)
+
+        # turns long enough to be clustered (at least 2, the longest, when too few are)
+        long = durations >= self.min_turn_duration
+        if long.sum() < min(2, n):
+            long = np.zeros(n, dtype=bool)
+            long[np.argsort(-durations)[: min(2, n)]] = True
+        index = np.flatnonzero(long)
+        num_clusters, min_clusters, max_clusters = self.set_num_clusters(
+            len(index), num_clusters=num_clusters, min_clusters=min_clusters, max_clusters=max_clusters
+        )
+        clusters = self._cluster(
+            distances[np.ix_(index, index)], num_clusters, min_clusters, max_clusters, embeddings[index]
+        )
+
+        # dissolve clusters too small to be a speaker (not when the count is forced)
         if num_clusters is None:
-            clusters = fcluster(dendrogram, self.threshold, criterion="distance")
-            found = len(np.unique(clusters))
-            if min_clusters <= found <= max_clusters:
-                return relabel_by_first_appearance(clusters)
-            num_clusters = min(max(found, min_clusters), max_clusters)
-        clusters = fcluster(dendrogram, num_clusters, criterion="maxclust")
-        return relabel_by_first_appearance(clusters)
+            while True:
+                ids, sizes = np.unique(clusters, return_inverse=False), None
+                sizes = np.array([durations[index][clusters == c].sum() for c in ids])
+                small = ids[sizes < self.min_cluster_duration]
+                if len(ids) <= max(min_clusters, 1) or len(small) == 0:
+                    break
+                victim = small[np.argmin(sizes[sizes < self.min_cluster_duration])]
+                others = ids[ids != victim]
+                members = clusters == victim
+                cost = [distances[np.ix_(index[members], index[clusters == o])].mean() for o in others]
+                clusters[members] = others[int(np.argmin(cost))]
+                clusters = np.unique(clusters, return_inverse=True)[1]
+
+        # every turn to the nearest centroid of the long turns' clusters
+        centroids = cluster_centroids(embeddings[index], clusters, durations[index])
+        k = len(centroids)
+        member_offset = np.stack([offset[:, index[clusters == c]].mean(axis=1) for c in range(k)], axis=1)
+        assigned = np.argmin(cdist(embeddings, centroids, metric="cosine") + member_offset, axis=1)
+        assigned[index] = clusters
+        # relabel by first appearance, dropping clusters left empty
+        labels = relabel_by_first_appearance(assigned)
+        order = [assigned[np.flatnonzero(labels == r)[0]] for r in range(labels.max() + 1)]
+        return labels, centroids[order]

@@ -1,75 +1,90 @@
 #!/usr/bin/env python3
-"""Tune BroadcastDiarization's hyper-parameters for one model directory, pyannote's way.
+"""Tune the diarization pipelines on TRAIN files only, by grid search.
 
-    python tune.py MODEL_DIR [--iterations 30] [--tune clustering.threshold ...] [--write]
+    python tune.py MODEL_DIR [--conversations 8] [--write]        # BroadcastDiarization of MODEL_DIR
+    python tune.py --stock OUT.json [--conversations 8]            # stock pyannote SpeakerDiarization
 
-``pyannote.pipeline.Optimizer`` (TPE sampler, seed 0) minimises the DER of the pipeline on
-the TRAIN subset of the ami-debug protocol (``Debug.SpeakerDiarization.Debug`` defined by
-``$XMODAL_DATA/ami-debug/database.yml``), with every hyper-parameter frozen except those
-named by ``--tune``; the development subset is only scored, before and after. AMI's
-30 s meeting excerpts are short and overlapped, which alone pushes the clustering to merge
-everything; ``--conversations N`` (default 12) adds N synthetic conversations (2 to 4
-speakers, turns of 1 to 6 s, 0.1 to 0.6 s pauses, seeded), the clean-turn case of broadcast,
-built from the speakers of librispeech/test-other-10x10, whom the encoder head never saw
-(conversations of its own training speakers are too well separated and push the clustering
-threshold up). No diarization figure is ever reported on them. ``--write``
-stores the tuned values in ``MODEL_DIR/config.yaml`` (``write_pipeline_config``) and the
-report in ``MODEL_DIR/tuning.json``.
+Tuning set: the TRAIN subset (``trn00``..``trn09``) of the ami-debug protocol
+``Debug.SpeakerDiarization.Debug`` (``$XMODAL_DATA/ami-debug/database.yml``), plus
+``--conversations`` synthetic conversations (2 to 4 speakers, turns of 1 to 6 s, 0.1 to
+0.6 s pauses, 40 s, seed 0) cut from the LibriSpeech TRAIN speakers of
+``librispeech/train-clean-100-1utt`` (the broadcast-like clean-turn case). Never tuned on,
+and never on any file a benchmark reports: ami-debug dev00/dev01 (scored here before and
+after, for information), pyannote's sample, the talking-head montage, the interview case.
+
+Loss: total DER, collar 0, overlap scored (``GreedyDiarizationErrorRate``, the pipelines'
+``get_metric``) over the tuning set. The pipelines run in training mode, so their
+segmentation and embeddings are computed once per file and cached in the file dict
+(pyannote's own caching for the stock pipeline); each grid point only re-clusters.
+
+- ours: ``clustering.threshold`` x ``clustering.min_turn_duration`` x
+  ``clustering.min_cluster_duration`` x ``segmentation.min_duration_off``; ``--write``
+  stores the best in ``MODEL_DIR/config.yaml`` and the report in ``MODEL_DIR/tuning.json``;
+- ``--stock``: :func:`benchmarks.stock_pyannote.real_stock_pipeline` (segmentation-3.0 +
+  SpeechBrain ECAPA, agglomerative clustering): ``clustering.threshold`` x
+  ``clustering.min_cluster_size``; the report (with the best values) goes to ``OUT.json``,
+  which ``benchmarks/diarization.py`` reads.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
 
-import yaml
+import numpy as np
 
-# min_turn_duration stays at its default, the encoder's own minimum duration (0.5 s): tuned on
-# these files it grows past 1 s and erases the short turns that broadcast speech is made of.
-DEFAULT_TUNED = ("clustering.threshold", "change_detection.threshold", "vad.onset", "vad.offset")
+ROOT = Path(__file__).resolve().parents[3]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-
-def nested_without(params: dict, dotted: list[str]) -> dict:
-    """``params`` minus the dotted keys (what stays frozen)."""
-    frozen = json.loads(json.dumps(params))
-    for key in dotted:
-        *path, leaf = key.split(".")
-        node = frozen
-        for part in path:
-            node = node[part]
-        node.pop(leaf)
-    return frozen
+GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.30, 0.951, 0.05)],
+    "clustering.min_turn_duration": [0.5, 1.0, 2.0],
+    "clustering.min_cluster_duration": [1.0, 3.0, 6.0],
+    "segmentation.min_duration_off": [0.0, 0.2],
+}
+SMALL_GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.50, 0.801, 0.05)],
+    "clustering.min_turn_duration": [1.0, 2.0],
+    "clustering.min_cluster_duration": [3.0],
+    "segmentation.min_duration_off": [0.0, 0.2],
+}
+STOCK_GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.30, 0.951, 0.05)],
+    "clustering.min_cluster_size": [2, 6, 12],
+}
 
 
 def synthetic_conversations(n: int, seed: int = 0, duration: float = 40.0) -> list[dict]:
-    """``n`` pyannote files (waveform, annotation, annotated) alternating training speakers."""
-    import numpy as np
+    """``n`` pyannote files (waveform, annotation, annotated) of LibriSpeech train speakers."""
     import torch
     from pyannote.core import Annotation, Segment, Timeline
 
     from xmodal_diar.audio import load_audio
     from xmodal_diar.shared_data import require_shared_data
 
-    folders = sorted(p for p in require_shared_data("librispeech", "test-other-10x10").iterdir() if p.is_dir())
+    utterances = sorted(require_shared_data("librispeech", "train-clean-100-1utt").glob("*.flac"))
     rng = np.random.default_rng(seed)
     files = []
     for k in range(n):
-        speakers = rng.choice(len(folders), size=int(rng.integers(2, 5)), replace=False)
-        audio = {int(s): torch.cat([load_audio(f) for f in sorted(folders[int(s)].glob("*.flac"))]) for s in speakers}
+        chosen = rng.choice(len(utterances), size=int(rng.integers(2, 5)), replace=False)
+        audio = {int(s): load_audio(utterances[int(s)]) for s in chosen}
         pieces, annotation, t, previous = [], Annotation(uri=f"conversation{k:02d}"), 0.0, None
         while t < duration:
-            choices = [int(s) for s in speakers if int(s) != previous]
-            spk = choices[int(rng.integers(len(choices)))]  # a speaker's utterances, concatenated
+            choices = [s for s in audio if s != previous]
+            spk = choices[int(rng.integers(len(choices)))]
             wav = audio[spk]
             length = min(float(rng.uniform(1.0, 6.0)), wav.shape[0] / 16000)
             start = float(rng.uniform(0, wav.shape[0] / 16000 - length))
             turn = wav[int(start * 16000) : int((start + length) * 16000)]
             pause = torch.zeros(int(rng.uniform(0.1, 0.6) * 16000))
             pieces += [turn, pause]
-            annotation[Segment(t, t + turn.shape[0] / 16000)] = f"spk{spk}"
+            annotation[Segment(t, t + turn.shape[0] / 16000)] = utterances[spk].name.split("-")[0]
             t += (turn.shape[0] + pause.shape[0]) / 16000
             previous = spk
         waveform = torch.cat(pieces)[None]
@@ -78,70 +93,136 @@ def synthetic_conversations(n: int, seed: int = 0, duration: float = 40.0) -> li
     return files
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir", type=Path)
-    parser.add_argument("--iterations", type=int, default=30)
-    parser.add_argument("--tune", nargs="+", default=list(DEFAULT_TUNED), help="dotted hyper-parameter names")
-    parser.add_argument("--conversations", type=int, default=12, help="synthetic training-speaker conversations added")
-    parser.add_argument("--write", action="store_true", help="write the tuned values into MODEL_DIR/config.yaml")
-    args = parser.parse_args(argv)
-
-    import torch
+def tuning_files(conversations: int) -> tuple[list, list]:
+    """(train + synthetic conversations, development) files of the ami-debug protocol."""
     from pyannote.database import FileFinder, registry
-    from pyannote.pipeline import Optimizer
 
-    from xmodal_diar.eval.diarization import evaluate_diarization, format_report
-    from xmodal_diar.pipelines import load_pipeline, write_pipeline_config
     from xmodal_diar.shared_data import require_shared_data
 
-    torch.set_num_threads(2)
     registry.load_database(str(require_shared_data("ami-debug", "database.yml")))
     protocol = registry.get_protocol("Debug.SpeakerDiarization.Debug", preprocessors={"audio": FileFinder()})
-    train, development = list(protocol.train()), list(protocol.development())
-    train += synthetic_conversations(args.conversations)
+    train = [dict(f) for f in protocol.train()] + synthetic_conversations(conversations)
+    development = [dict(f) for f in protocol.development()]
+    return train, development
 
-    pipeline = load_pipeline(args.model_dir)
-    initial = pipeline.parameters(instantiated=True)
 
-    def score(files, label):
-        refs = {f["uri"]: f["annotation"] for f in files}
-        uems = {f["uri"]: f["annotated"] for f in files}
-        hyps = {f["uri"]: pipeline(f) for f in files}
-        report = evaluate_diarization(refs, hyps, uems)
-        print(f"--- {label}\n{format_report(report)}", flush=True)
-        return report.total
-
-    before = {"train": score(train, "train, before"), "development": score(development, "development, before")}
-    pipeline.freeze(nested_without(initial, args.tune))
-    optimizer = Optimizer(pipeline, sampler="TPESampler", seed=0)
-    started = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optimizer.tune(train, n_iterations=args.iterations, show_progress=True)
-    best = optimizer.best_params
-    print(f"best train loss {optimizer.best_loss:.4f} after {args.iterations} iterations "
-          f"({time.perf_counter() - started:.0f} s): {json.dumps(best)}", flush=True)
-    pipeline = load_pipeline(args.model_dir)
-    tuned = json.loads(json.dumps(initial))
-    for key in args.tune:
+def nested(flat: dict) -> dict:
+    """``{"a.b": v}`` -> ``{"a": {"b": v}}``."""
+    out: dict = {}
+    for key, value in flat.items():
         *path, leaf = key.split(".")
-        src, dst = best, tuned
+        node = out
         for part in path:
-            src, dst = src[part], dst[part]
-        dst[leaf] = src[leaf]
-    pipeline.instantiate(tuned)
-    after = {"train": score(train, "train, tuned"), "development": score(development, "development, tuned")}
-    report = {"tuned": args.tune, "iterations": args.iterations, "conversations": args.conversations, "sampler": "TPESampler", "seed": 0,
-              "params": tuned, "before": before, "after": after}
-    if args.write:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = json.loads(json.dumps(base))
+    for key, value in update.items():
+        out[key] = merge(out.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+#: "total": DER over all the files' speech (long, overlapped AMI excerpts weigh most);
+#: "mean": the mean of the files' DERs (each conversation weighs as much as each excerpt).
+OBJECTIVE = {"value": "total"}
+
+
+def total_der(pipeline, files: list, params: dict) -> float:
+    """DER (collar 0, overlap scored) of ``pipeline`` instantiated with ``params``: total, or
+    the mean of the files' DERs (:data:`OBJECTIVE`)."""
+    pipeline.instantiate(params)
+    metric = pipeline.get_metric()
+    per_file = []
+    for file in files:
+        output = pipeline(file)
+        hypothesis = getattr(output, "speaker_diarization", output)
+        per_file.append(metric(file["annotation"], hypothesis, uem=file["annotated"]))
+    return abs(metric) if OBJECTIVE["value"] == "total" else float(np.mean(per_file))
+
+
+def grid_search(pipeline, files: list, grid: dict, base: dict) -> tuple[dict, float, list, float]:
+    """Best ``params`` (``base`` updated by one grid point), its loss, every point's loss, ``base``'s loss."""
+    pipeline.training = True  # cache segmentation + embeddings in the file dicts
+    started = time.perf_counter()
+    base_loss = total_der(pipeline, files, base)  # also fills the caches
+    print(f"segmentation + embeddings of {len(files)} files: {time.perf_counter() - started:.0f} s", flush=True)
+    keys, points = list(grid), []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        flat = dict(zip(keys, values))
+        loss = total_der(pipeline, files, merge(base, nested(flat)))
+        points.append({**flat, "der": loss})
+    best = min(points, key=lambda p: p["der"])
+    print(f"grid of {len(points)} points in {time.perf_counter() - started:.0f} s; best {best}", flush=True)
+    pipeline.training = False
+    return merge(base, nested({k: best[k] for k in keys})), best["der"], points, base_loss
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, nargs="?")
+    parser.add_argument("--stock", type=Path, metavar="OUT.json", help="tune the stock pyannote pipeline instead")
+    parser.add_argument("--conversations", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--objective", choices=("total", "mean"), default="total", help="see OBJECTIVE")
+    parser.add_argument("--grid", choices=("full", "small"), default="full",
+                        help="small: threshold 0.50-0.80 x min_turn_duration {1, 2} x min_duration_off {0, 0.2}")
+    parser.add_argument("--write", action="store_true", help="write the tuned values into MODEL_DIR/config.yaml")
+    args = parser.parse_args(argv)
+    if (args.model_dir is None) == (args.stock is None):
+        parser.error("give either MODEL_DIR or --stock OUT.json")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    OBJECTIVE["value"] = args.objective
+    train, development = tuning_files(args.conversations)
+    command = "python recipes/SharedData/Diarization/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    if args.stock:
+        from benchmarks.stock_pyannote import REAL_STOCK_KWARGS, real_stock_pipeline
+
+        pipeline = real_stock_pipeline()
+        grid = STOCK_GRID
+    else:
+        from xmodal_diar.pipelines import load_pipeline
+
+        pipeline = load_pipeline(args.model_dir)
+        grid = GRID if args.grid == "full" else SMALL_GRID
+    initial = pipeline.parameters(instantiated=True)
+    before_dev = total_der(pipeline, development, initial)
+    tuned, train_loss, points, before_train = grid_search(pipeline, train, grid, initial)
+    after_dev = total_der(pipeline, development, tuned)
+    report = {
+        "command": command,
+        "machine": "2-core CPU, shared with parallel work",
+        "tuning_files": [f["uri"] for f in train],
+        "grid": grid,
+        "params": tuned,
+        "before": {"train": before_train, "development": before_dev},
+        "after": {"train": train_loss, "development": after_dev},
+        "metric": f"DER, collar 0, overlap scored ({args.objective} over the files)",
+        "points": points,
+    }
+    print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2, default=float), flush=True)
+    if args.stock:
+        report["pipeline"] = REAL_STOCK_KWARGS
+        args.stock.parent.mkdir(parents=True, exist_ok=True)
+        args.stock.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        print(f"written {args.stock}")
+    elif args.write:
+        import yaml
+
+        from xmodal_diar.pipelines import write_pipeline_config
+
         config = yaml.safe_load((args.model_dir / "config.yaml").read_text())
         kwargs = {k: v for k, v in config["pipeline"]["params"].items() if k != "embedding"}
         write_pipeline_config(args.model_dir, tuned, embedding=config["pipeline"]["params"]["embedding"], **kwargs)
         (args.model_dir / "tuning.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(f"written {args.model_dir / 'config.yaml'} and tuning.json")
-    else:
-        print(json.dumps(report, indent=2, default=float))
     return 0
 
 
