@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from xmodal_diar.pipelines.vbx_clustering import DEFAULT_PLDA_DIR, DEFAULT_PLDA_TRUNK, VBxTurnClustering, load_plda
+from xmodal_diar.pipelines.vbx_clustering import DEFAULT_PLDA_DIR, DEFAULT_PLDA_TRUNK, VBxClustering, load_plda
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "SharedData" / "PLDA"
 SECONDS = 3.0
@@ -69,9 +69,10 @@ def test_packaged_plda_loads_with_pyannote(test_other_embeddings):
 
 def test_vbx_recovers_held_out_speakers(test_other_embeddings):
     embeddings, labels = test_other_embeddings
-    clustering = VBxTurnClustering()
+    clustering = VBxClustering()
     clustering.instantiate(clustering.default_parameters())
-    clusters = clustering(embeddings)
+    clusters, centroids = clustering(embeddings)
+    assert centroids.shape == (len(np.unique(clusters)), embeddings.shape[1])
     purity, coverage = _purity_coverage(labels, clusters)
     assert purity >= 0.9 and coverage >= 0.9, (purity, coverage)
     assert abs(len(np.unique(clusters)) - 10) <= 1
@@ -82,30 +83,32 @@ def test_vbx_recovers_held_out_speakers(test_other_embeddings):
 
 def test_vbx_honours_speaker_counts(test_other_embeddings):
     embeddings, labels = test_other_embeddings
-    clustering = VBxTurnClustering()
+    clustering = VBxClustering()
     clustering.instantiate(clustering.default_parameters())
-    assert len(np.unique(clustering(embeddings, num_clusters=10))) == 10
-    assert len(np.unique(clustering(embeddings, max_clusters=4))) == 4
-    assert len(np.unique(clustering(embeddings, min_clusters=14))) == 14
-    assert len(np.unique(clustering(embeddings[:1]))) == 1
+    assert len(np.unique(clustering(embeddings, num_clusters=10)[0])) == 10
+    assert len(np.unique(clustering(embeddings, max_clusters=4)[0])) == 4
+    assert len(np.unique(clustering(embeddings, min_clusters=14)[0])) == 14
+    clusters, centroids = clustering(embeddings[:1])
+    assert list(clusters) == [0] and centroids.shape == (1, embeddings.shape[1])
 
 
-def test_vbx_distance_offset_and_links_shape_the_initialisation(test_other_embeddings):
+def test_vbx_distance_offset_shapes_the_initialisation(test_other_embeddings):
     embeddings, labels = test_other_embeddings
     embeddings, labels = embeddings[:30], labels[:30]
     n = len(embeddings)
-    clustering = VBxTurnClustering()
+    clustering = VBxClustering()
     clustering.instantiate(clustering.default_parameters())
     # an offset that pushes every pair apart keeps AHC from merging, and a forced count of
     # n clusters returns one cluster per turn
-    clusters = clustering(embeddings, distance_offset=np.full((n, n), 0.5), num_clusters=n)
+    clusters, _ = clustering(embeddings, distance_offset=np.full((n, n), 0.5), num_clusters=n)
     assert len(np.unique(clusters)) == n
     with pytest.raises(ValueError, match="distance_offset"):
         clustering(embeddings, distance_offset=np.zeros((n, n + 1)))
-    must = np.zeros((n, n), dtype=bool)
+    # face evidence "same person" (negative offset) between one speaker's turns
     same = np.flatnonzero(labels == labels[0])
-    must[np.ix_(same, same)] = True
-    clusters = clustering(embeddings, must_link=must)
+    offset = np.zeros((n, n))
+    offset[np.ix_(same, same)] = -1.0
+    clusters, _ = clustering(embeddings, distance_offset=offset)
     assert len(np.unique(clusters[same])) == 1
 
 
@@ -125,16 +128,16 @@ def test_recipe_plda_loads_with_pyannote_and_clusters(test_other_embeddings, tmp
     within = np.mean([np.var(features[labels == s], axis=0).mean() for s in np.unique(labels)])
     between = np.var([features[labels == s].mean(axis=0) for s in np.unique(labels)], axis=0).mean()
     assert between > 3 * within
-    clustering = VBxTurnClustering(plda)
+    clustering = VBxClustering(plda)
     clustering.instantiate(clustering.default_parameters())
-    purity, coverage = _purity_coverage(labels, clustering(embeddings))
+    purity, coverage = _purity_coverage(labels, clustering(embeddings)[0])
     assert purity > 0.9 and coverage > 0.9
 
 
 def test_plda_files_missing_or_of_the_wrong_kind(tmp_path):
     np.savez(tmp_path / "xvec_transform.npz", mean1=np.zeros(4), mean2=np.zeros(2), lda=np.zeros((4, 2)))
     with pytest.raises(FileNotFoundError, match="plda.npz"):
-        VBxTurnClustering(tmp_path)
+        VBxClustering(tmp_path)
     np.savez(tmp_path / "plda.npz", means=np.zeros(2))
     with pytest.raises(ValueError, match=r"plda\.npz.*missing array"):
         load_plda(tmp_path)
@@ -149,7 +152,28 @@ def test_plda_of_another_dimension(tmp_path, test_other_embeddings):
     transform, model = recipe.train_lda_plda(embeddings[:, :20], labels, lda_dimension=5, iterations=1)
     recipe.write_npz(tmp_path / "xvec_transform.npz", transform)
     recipe.write_npz(tmp_path / "plda.npz", model)
-    clustering = VBxTurnClustering(tmp_path, lda_dimension=5)
+    clustering = VBxClustering(tmp_path, lda_dimension=5)
     clustering.instantiate(clustering.default_parameters())
     with pytest.raises(ValueError, match="do not fit this PLDA"):
         clustering(embeddings)
+
+
+def test_pipeline_with_vbx_diarizes_pyannote_sample():
+    """BroadcastDiarization(clustering="vbx") with the default model finds the 2 speakers
+    of pyannote's sample."""
+    import importlib.util
+
+    import soundfile as sf
+
+    from xmodal_diar.pipelines import DEFAULT_MODEL_DIR, BroadcastDiarization
+    from xmodal_diar.pipelines.vbx_clustering import VBxClustering
+
+    sample = Path(importlib.util.find_spec("pyannote.audio").origin).parent / "sample" / "sample.wav"
+    audio, sample_rate = sf.read(sample, dtype="float32", always_2d=True)
+    assert sample_rate == 16000
+    waveform = torch.from_numpy(audio.mean(axis=1)).unsqueeze(0)
+    pipeline = BroadcastDiarization(embedding=DEFAULT_MODEL_DIR / "pytorch_model.bin", clustering="vbx")
+    assert isinstance(pipeline.clustering, VBxClustering)
+    output = pipeline({"waveform": waveform, "sample_rate": 16000, "uri": "sample"})
+    diarization = getattr(output, "speaker_diarization", output)
+    assert len(diarization.labels()) == 2, diarization

@@ -3,25 +3,29 @@
 Landini, Profant, Diez, Burget (2022), "Bayesian HMM clustering of x-vector sequences
 (VBx) in speaker diarization", with pyannote's implementation
 (:func:`pyannote.audio.utils.vbx.cluster_vbx`, the GMM variant without HMM transitions)
-and PLDA (:class:`pyannote.audio.core.plda.PLDA`) reused as they are:
+and PLDA (:class:`pyannote.audio.core.plda.PLDA`) reused as they are.
 
-1. AHC initialisation: average-linkage clustering of the cosine distances
-   ``d(i, j) = 1 - cos(s_i, s_j)`` (plus ``distance_offset``, and the face link
-   constraints of :func:`~xmodal_diar.pipelines.face_evidence.constrain_distances`),
-   cut at ``threshold``;
+:class:`VBxClustering` is a :class:`~xmodal_diar.pipelines.turn_clustering.TurnClustering`
+(same call, same ``(clusters, centroids)`` output, same handling of ``distance_offset``,
+short turns, small clusters, centroids and numbering) whose clustering step of the turns
+long enough to be clustered is:
+
+1. AHC initialisation: average-linkage clustering of the distances
+   ``d(i, j) = 1 - cos(s_i, s_j)`` plus the face-evidence ``distance_offset``, clipped to
+   ``[0, 2]``, cut at ``threshold``;
 2. each embedding goes to the PLDA latent space ``x = plda(s)`` (within-speaker covariance
    ``I``, between-speaker covariance ``diag(phi)``); VB inference of the speaker
    posteriors ``q`` and priors ``pi`` starts from the AHC partition, with ``Fa`` scaling
    the likelihood and ``Fb`` the speaker regularisation; speakers whose prior falls to
    ``pi <= 1e-7`` are dropped and each turn goes to ``argmax_k q[i, k]``.
 
-``distance_offset`` and the link constraints only shape the AHC initialisation: the VB step
-sees the PLDA features alone and may move a turn away from a linked partner.
+``distance_offset`` only shapes the AHC initialisation (and the assignment of the short
+turns to centroids): the VB step sees the PLDA features alone and may move a turn away
+from a partner that the face evidence put next to it.
 
 Unlike pyannote's :class:`~pyannote.audio.pipelines.clustering.VBxClustering`, whose
 ``threshold`` is a Euclidean centroid-linkage distance between unit vectors, ``threshold``
-here is an average-linkage cosine distance, as in
-:class:`~xmodal_diar.pipelines.turn_clustering.TurnClustering` (same call, same output).
+here is an average-linkage cosine distance, as in ``TurnClustering``.
 
 The PLDA is a pair of ``.npz`` files, ``xvec_transform.npz`` (mean1, mean2, lda) and
 ``plda.npz`` (mu, tr, psi), made by ``recipes/SharedData/PLDA/train_plda.py``; the packaged
@@ -35,7 +39,7 @@ import contextlib
 import io
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 from pyannote.audio.core.plda import PLDA
@@ -43,10 +47,9 @@ from pyannote.audio.pipelines.clustering import BaseClustering
 from pyannote.audio.utils.vbx import cluster_vbx
 from pyannote.pipeline.parameter import Uniform
 from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import cdist, squareform
+from scipy.spatial.distance import squareform
 
-from xmodal_diar.pipelines.face_evidence import constrain_distances
-from xmodal_diar.pipelines.turn_clustering import relabel_by_first_appearance
+from xmodal_diar.pipelines.turn_clustering import TurnClustering
 
 #: PLDA of the embedded default model (CAM++ trunk).
 DEFAULT_PLDA_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "default" / "plda"
@@ -54,8 +57,9 @@ DEFAULT_PLDA_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "defa
 DEFAULT_PLDA_TRUNK = "campplus"
 PLDA_FILES = {"xvec_transform.npz": ("mean1", "mean2", "lda"), "plda.npz": ("mu", "tr", "psi")}
 RECIPE = "recipes/SharedData/PLDA/train_plda.py"
-#: tuned on held-out LibriSpeech train speakers (recipes/SharedData/PLDA/evaluate.py)
-DEFAULT_PARAMETERS = {"threshold": 0.6, "Fa": 0.2, "Fb": 2.0}
+#: threshold, Fa, Fb tuned on held-out LibriSpeech train speakers (recipes/SharedData/PLDA/evaluate.py);
+#: every turn clustered, no cluster dissolved (not tuned for VBx)
+DEFAULT_PARAMETERS = {"threshold": 0.6, "Fa": 0.2, "Fb": 2.0, "min_turn_duration": 0.0, "min_cluster_duration": 0.0}
 
 
 def load_plda(directory: Union[str, Path], lda_dimension: int = 128) -> PLDA:
@@ -92,8 +96,12 @@ def load_plda(directory: Union[str, Path], lda_dimension: int = 128) -> PLDA:
     return PLDA(directory / "xvec_transform.npz", directory / "plda.npz", lda_dimension=lda_dimension)
 
 
-class VBxTurnClustering(BaseClustering):
-    """VBx clustering of turn embeddings, initialised by (constrained) AHC.
+class VBxClustering(TurnClustering):
+    """VBx clustering of turn embeddings, initialised by AHC (see module docstring).
+
+    Called as :class:`~xmodal_diar.pipelines.turn_clustering.TurnClustering`:
+    ``clusters, centroids = clustering(embeddings, durations=..., distance_offset=...,
+    num_clusters=..., min_clusters=..., max_clusters=...)``.
 
     Parameters
     ----------
@@ -108,16 +116,20 @@ class VBxTurnClustering(BaseClustering):
         Scale of the PLDA likelihoods (acoustic scaling).
     Fb : float in [0.01, 15]
         Speaker regularisation: larger values mean fewer speakers.
+    min_turn_duration, min_cluster_duration : as ``TurnClustering``
     """
 
     expects_num_clusters: bool = False
 
     def __init__(self, plda: Union[PLDA, str, Path, None] = None, lda_dimension: int = 128):
-        super().__init__(metric="cosine")
+        BaseClustering.__init__(self, metric="cosine")  # not TurnClustering's method check
+        self.method = "vbx"
         self.plda = plda if isinstance(plda, PLDA) else load_plda(plda or DEFAULT_PLDA_DIR, lda_dimension)
         self.threshold = Uniform(0.0, 2.0)
         self.Fa = Uniform(0.01, 0.5)
         self.Fb = Uniform(0.01, 15.0)
+        self.min_turn_duration = Uniform(0.0, 4.0)
+        self.min_cluster_duration = Uniform(0.0, 30.0)
 
     def default_parameters(self) -> dict:
         return dict(DEFAULT_PARAMETERS)
@@ -134,52 +146,27 @@ class VBxTurnClustering(BaseClustering):
             q, pi = cluster_vbx(init, features, self.plda.phi, Fa=self.Fa, Fb=self.Fb, maxIters=20)
         return np.argmax(q[:, pi > 1e-7], axis=1)
 
-    def __call__(
-        self,
-        embeddings: np.ndarray,
-        must_link: Optional[np.ndarray] = None,
-        cannot_link: Optional[np.ndarray] = None,
-        num_clusters: Optional[int] = None,
-        min_clusters: Optional[int] = None,
-        max_clusters: Optional[int] = None,
-        distance_offset: Optional[np.ndarray] = None,
+    def _cluster(
+        self, distances: np.ndarray, num_clusters, min_clusters: int, max_clusters: int, embeddings: np.ndarray
     ) -> np.ndarray:
-        """Cluster index of each of the ``(N, D)`` embeddings, numbered by first appearance.
+        """Cluster index (from 0) of each turn: AHC on ``distances``, then VBx on ``embeddings``.
 
         A forced count (``num_clusters``, or the bounds when VBx's own count falls outside
         them) re-initialises VBx from the AHC dendrogram cut into that many clusters; when
         VBx then drops a speaker, that AHC cut is returned.
         """
-        embeddings = np.asarray(embeddings, dtype=np.float64)
-        if embeddings.ndim != 2 or not np.isfinite(embeddings).all():
-            raise ValueError(f"VBx clustering: expected finite (N, D) embeddings, got shape {embeddings.shape}")
-        n = len(embeddings)
-        if n == 0:
-            return np.zeros(0, dtype=int)
-        num_clusters, min_clusters, max_clusters = self.set_num_clusters(
-            n, num_clusters=num_clusters, min_clusters=min_clusters, max_clusters=max_clusters
-        )
+        n = len(distances)
         if n == 1 or max_clusters < 2:
             return np.zeros(n, dtype=int)
-        distances = np.clip(cdist(embeddings, embeddings, metric="cosine"), 0.0, 2.0)
-        if distance_offset is not None:
-            distance_offset = np.asarray(distance_offset, dtype=np.float64)
-            if distance_offset.shape != (n, n) or not np.isfinite(distance_offset).all():
-                raise ValueError(f"distance_offset: expected a finite ({n}, {n}) array, got {distance_offset.shape}")
-            distances = np.maximum(distances + distance_offset, 0.0)
-        if must_link is not None or cannot_link is not None:
-            none = np.zeros((n, n), dtype=bool)
-            distances = constrain_distances(
-                distances, none if must_link is None else must_link, none if cannot_link is None else cannot_link
-            )
-        np.fill_diagonal(distances, 0.0)
         dendrogram = linkage(squareform(distances, checks=False), method="average")
         if num_clusters is None:
             clusters = self.vbx(embeddings, fcluster(dendrogram, self.threshold, criterion="distance"))
             found = len(np.unique(clusters))
             if min_clusters <= found <= max_clusters:
-                return relabel_by_first_appearance(clusters)
+                return np.unique(clusters, return_inverse=True)[1]
             num_clusters = min(max(found, min_clusters), max_clusters)
         init = fcluster(dendrogram, num_clusters, criterion="maxclust")
         clusters = self.vbx(embeddings, init)
-        return relabel_by_first_appearance(clusters if len(np.unique(clusters)) == len(np.unique(init)) else init)
+        if len(np.unique(clusters)) != len(np.unique(init)):
+            clusters = init
+        return np.unique(clusters, return_inverse=True)[1]
