@@ -178,7 +178,8 @@ def test_verification_report_separable_speakers():
 
 def test_eer_and_min_dcf_agree_with_speechbrain(librispeech_test):
     """Same figures as ``speechbrain.utils.metric_stats.EER`` / ``minDCF`` on real scores
-    (the embedded model on held-out LibriSpeech speakers)."""
+    (the embedded model on 0.5 s crops of held-out LibriSpeech speakers: longer crops are
+    separated perfectly, EER 0)."""
     import torch
     from speechbrain.utils.metric_stats import EER, minDCF
 
@@ -190,7 +191,7 @@ def test_eer_and_min_dcf_agree_with_speechbrain(librispeech_test):
     files = [f for spk in sorted(p for p in librispeech_test.iterdir() if p.is_dir())[:5]
              for f in sorted(spk.glob("*.flac"))[:5]]
     with torch.inference_mode():
-        x = np.stack([model(load_audio(f, start=0.0, end=2.0)[None, None])[0].numpy() for f in files])
+        x = np.stack([model(load_audio(f, start=0.0, end=0.5)[None, None])[0].numpy() for f in files])
     labels = [f.parent.name for f in files]
     trials = all_trials(labels)
     s = cosine_scores(x, trials)

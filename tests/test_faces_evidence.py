@@ -16,8 +16,8 @@ from xmodal_diar.pipelines.turn_clustering import TurnClustering
 
 def clustering(threshold: float = 0.5) -> TurnClustering:
     c = TurnClustering()
-    c.instantiate({"threshold": threshold, "method": "average"})
-    return c
+    c.instantiate({"threshold": threshold, "linkage": "average", "min_turn_duration": 0.0, "min_cluster_duration": 0.0})
+    return lambda *args, **kwargs: c(*args, **kwargs)[0]  # cluster labels (c also returns centroids)
 
 
 def evidence(**params) -> FaceEvidence:

@@ -94,8 +94,6 @@ def test_stock_speaker_diarization_with_our_speechbrain_export(model, meeting, t
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=-1), 1.0, atol=1e-4)  # ours are unit-norm
 
 
-@pytest.mark.xfail(reason="our pipeline returns DiarizeOutput on the segpipe branch: drop this mark at merge",
-                   strict=False)
 def test_our_pipeline_returns_diarize_output(meeting):
     import xmodal_diar
 

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _extract_all(args: argparse.Namespace, extractor) -> list:
     """Face tracks of each video written to ``args.out``; returns the videos that failed."""
-    from xmodal_diar.faces import extract_face_tracks, save_contact_sheet
+    from xmodal_diar.faces import SHOT_THRESHOLD, extract_face_tracks, save_contact_sheet
     from xmodal_diar.outputs import OutputError, output_stems
 
     stems = output_stems(args.videos)

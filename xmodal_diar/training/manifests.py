@@ -588,16 +588,16 @@ def prepare_protocol(
         ) from None
     from xmodal_diar.outputs import output_stems
 
-    out = Path(out_dir)
-    files = {subset: list(getattr(proto, subset)()) for subset in subsets}
-    videos = [f.get("video") for fs in files.values() for f in fs if hasattr(f, "get") and f.get("video")]
-    stems = output_stems(videos)  # one cache folder: same-named videos of different folders stay apart
-    written = {}
     missing = [subset for subset in subsets if not _has_subset(proto, subset)]
     if missing:
         have = [subset for subset in ("train", "development", "test") if _has_subset(proto, subset)]
         raise ManifestError(f"{protocol} has no {' or '.join(missing)} subset (it has: {', '.join(have) or 'none'}); "
                             f"choose with --subsets {' '.join(have)}")
+    out = Path(out_dir)
+    files = {subset: list(getattr(proto, subset)()) for subset in subsets}
+    videos = [f.get("video") for fs in files.values() for f in fs if hasattr(f, "get") and f.get("video")]
+    stems = output_stems(videos)  # one cache folder: same-named videos of different folders stay apart
+    written = {}
     for subset in subsets:
         rows = []
         for file in files[subset]:
