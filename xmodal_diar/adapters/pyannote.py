@@ -7,6 +7,7 @@ the checkpoint's ``pyannote.audio.architecture`` entry, so the stock
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional, Union
 
@@ -149,6 +150,8 @@ def load_turn_embedding_model(path: Union[str, Path]) -> TurnEmbeddingModel:
             f"{file}: a checkpoint of {arch.get('module')}.{arch.get('class')}, "
             f"not of a speaker-turn embedding model ({TurnEmbeddingModel.__module__}.TurnEmbeddingModel)"
         )
-    model = Model.from_pretrained(file)
+    with warnings.catch_warnings():  # a frozen pretrained trunk is named, not stored: no parameters is expected
+        warnings.filterwarnings("ignore", message=r".*contains no parameters")
+        model = Model.from_pretrained(file)
     model.eval()
     return model

@@ -117,7 +117,9 @@ def load_embedding_model(
     if not path.is_file():
         raise FileNotFoundError(f"embedding: {path} is not a pyannote checkpoint ({CHECKPOINT_NAME})")
     try:
-        model = Model.from_pretrained(path, strict=False, token=token, cache_dir=cache_dir)
+        with warnings.catch_warnings():  # a frozen pretrained trunk is named, not stored: no parameters is expected
+            warnings.filterwarnings("ignore", message=r".*contains no parameters")
+            model = Model.from_pretrained(path, strict=False, token=token, cache_dir=cache_dir)
     except Exception as exc:
         raise ValueError(f"embedding: {path} is not a loadable pyannote checkpoint ({exc})") from exc
     return model.eval()
