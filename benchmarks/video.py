@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     from xmodal_diar.audio import load_audio
-    from xmodal_diar.cli.diarize import plot_timeline
+    from xmodal_diar.eval.plots import plot_timeline
     from xmodal_diar.faces import FaceExtractor, extract_face_tracks, save_contact_sheet
     from xmodal_diar.pipelines import load_pipeline
     from xmodal_diar.shared_data import require_shared_data
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         uem = Timeline([Segment(0.0, duration)], uri=name)
 
         wall, cpu = time.perf_counter(), time.process_time()
-        audio_only = pipeline(dict(file))
+        audio_only = pipeline(dict(file)).speaker_diarization
         audio_wall, audio_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
         wall, cpu = time.perf_counter(), time.process_time()
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
         faces_wall, faces_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
         wall, cpu = time.perf_counter(), time.process_time()
-        with_video = pipeline(dict(file), face_evidence=faces)
+        with_video = pipeline(dict(file), face_evidence=faces).speaker_diarization
         video_wall, video_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
         der = {k: 100 * DiarizationErrorRate()(montage.reference, hyp, uem=uem) for k, hyp in
