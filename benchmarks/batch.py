@@ -90,7 +90,11 @@ def main() -> None:
 
     torch.set_num_threads(1)
     inputs = files(args.files)
-    results = {"machine": f"{os.cpu_count()} CPUs", "load_average_start": os.getloadavg(), "files": inputs}
+    from xmodal_diar.shared_data import shared_data_root
+
+    data = str(shared_data_root())
+    listed = [f.replace(data, "$XMODAL_DATA", 1) for f in inputs]  # no machine-specific paths in the results
+    results = {"machine": f"{os.cpu_count()} CPUs", "load_average_start": os.getloadavg(), "files": listed}
     results["local"] = measure(inputs, "local")
     print("local", results["local"], flush=True)
     import ray
