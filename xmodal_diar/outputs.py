@@ -39,6 +39,11 @@ class OutputError(OSError):
     """An output that could not be written (the message names the file and the cause)."""
 
 
+def _named(exc: OSError, path: Path) -> OutputError:
+    """``exc`` as an :class:`OutputError` naming ``path`` (unchanged if it already is one)."""
+    return exc if isinstance(exc, OutputError) else OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """``with atomic_path(path) as tmp: save(tmp)``: for writers that open the file
@@ -56,9 +61,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         os.replace(tmp_name, path)
         tmp_name = None
     except OSError as exc:
-        if isinstance(exc, OutputError):
-            raise
-        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise _named(exc, path) from exc
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
@@ -98,9 +101,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, target)
     except OSError as exc:
-        if isinstance(exc, OutputError):
-            raise
-        raise OutputError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise _named(exc, path) from exc
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

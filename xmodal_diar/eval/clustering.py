@@ -46,14 +46,20 @@ def linkage_matrix(embeddings: np.ndarray, method: str = "average") -> np.ndarra
     raise ValueError(f"method: expected one of {LINKAGES}, got {method!r}")
 
 
-def contingency(labels: Sequence, clusters: Sequence, weights: Optional[np.ndarray] = None) -> np.ndarray:
-    """``M[r, h]``: total weight of turns of reference speaker ``r`` in cluster ``h``."""
+def _checked(labels: Sequence, clusters: Sequence, weights: Optional[np.ndarray]):
+    """``(labels, clusters, weights)`` as equal-length 1-D arrays (weights default 1, >= 0)."""
     labels, clusters = np.asarray(labels), np.asarray(clusters)
     if labels.shape != clusters.shape or labels.ndim != 1:
         raise ValueError(f"labels {labels.shape} and clusters {clusters.shape}: expected two equal 1-D arrays")
     w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != labels.shape or (w < 0).any():
         raise ValueError(f"weights: expected {labels.shape} non-negative values")
+    return labels, clusters, w
+
+
+def contingency(labels: Sequence, clusters: Sequence, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """``M[r, h]``: total weight of turns of reference speaker ``r`` in cluster ``h``."""
+    labels, clusters, w = _checked(labels, clusters, weights)
     _, r = np.unique(labels, return_inverse=True)
     _, h = np.unique(clusters, return_inverse=True)
     m = np.zeros((r.max() + 1, h.max() + 1))
@@ -69,12 +75,7 @@ def purity_coverage(
     each turn lasting its weight (default 1; zero-weight turns are left out)."""
     from pyannote.metrics.diarization import DiarizationCoverage, DiarizationPurity
 
-    labels, clusters = np.asarray(labels), np.asarray(clusters)
-    if labels.shape != clusters.shape or labels.ndim != 1:
-        raise ValueError(f"labels {labels.shape} and clusters {clusters.shape}: expected two equal 1-D arrays")
-    w = np.ones(len(labels)) if weights is None else np.asarray(weights, dtype=np.float64)
-    if w.shape != labels.shape or (w < 0).any():
-        raise ValueError(f"weights: expected {labels.shape} non-negative values")
+    labels, clusters, w = _checked(labels, clusters, weights)
     if w.sum() <= 0:
         raise ValueError("weights: total weight is zero, purity and coverage are undefined")
     keep = w > 0
