@@ -10,7 +10,7 @@ from xmodal_diar.faces.calibration import FaceCalibration, fit_calibration
 from xmodal_diar.faces.embedding import DLIB_CALIBRATION, embedder_calibration
 from xmodal_diar.faces.pairing import TurnPairing
 from xmodal_diar.faces.types import FaceDetection, FaceTrack
-from xmodal_diar.pipelines.face_evidence import FaceEvidence, turn_face_tracks
+from xmodal_diar.pipelines.face_evidence import DEFAULT_PARAMETERS, FaceEvidence, turn_face_tracks
 from xmodal_diar.pipelines.turn_clustering import TurnClustering
 
 
@@ -22,7 +22,7 @@ def clustering(threshold: float = 0.5) -> TurnClustering:
 
 def evidence(**params) -> FaceEvidence:
     face = FaceEvidence()
-    face.instantiate({"min_confidence": 0.1, "weight": 1.0, **params})
+    face.instantiate({**DEFAULT_PARAMETERS, "min_confidence": 0.1, "weight": 1.0, **params})
     return face
 
 
@@ -59,7 +59,7 @@ def test_offset_signs_symmetry_and_confidence_weighting():
     calibration = FaceCalibration(threshold=0.1, scale=50.0)
     tracks = [track(1, 0.0, 1.8, [1, 0]), track(2, 2.0, 3.8, [0.999, 0.045]), track(3, 4.0, 5.8, [0.8, 0.6])]
     face = FaceEvidence(calibration=calibration)
-    face.instantiate({"min_confidence": 0.1, "weight": 1.0})
+    face.instantiate({**DEFAULT_PARAMETERS, "min_confidence": 0.1, "weight": 1.0})
     offset = face(turns, tracks)
     assert offset.shape == (4, 4) and np.allclose(offset, offset.T) and np.all(np.diag(offset) == 0)
     assert offset[0, 1] < -0.5  # d = 0.001: the same person
@@ -113,3 +113,22 @@ def test_an_uncalibrated_embedder_says_so():
     with pytest.warns(UserWarning, match="torchscript.*no calibration"):
         offset = evidence()([Segment(0, 2)], faces)
     assert offset.shape == (1, 1)
+
+
+def test_anchored_short_turns_are_clustered_not_only_assigned():
+    # voices alike; two long turns of face 0, four 0.5 s turns of face 1 (too short to be clustered)
+    e = np.array([[1.0, 0.0], [0.999, 0.045], [0.998, 0.063], [0.997, 0.077], [0.999, 0.04], [0.998, 0.06]])
+    durations = np.array([1.2, 1.2, 0.5, 0.5, 0.5, 0.5])
+    faces = [0, 0, 1, 1, 1, 1]
+    c = TurnClustering()
+    c.instantiate({"threshold": 0.5, "linkage": "average", "min_turn_duration": 1.0, "min_cluster_duration": 0.0})
+    offset = evidence()([Segment(k, k + 0.5) for k in range(6)], [((k, k + 0.5), f, 1.0) for k, f in enumerate(faces)])
+    # only the long turns are clustered: one cluster, every short turn goes to its centroid
+    assert c(e, durations=durations, distance_offset=offset)[0].tolist() == [0] * 6
+    # anchored (confidently paired), the short turns are clustered: the second face is a speaker
+    anchored = np.ones(6, dtype=bool)
+    assert c(e, durations=durations, distance_offset=offset, anchored=anchored)[0].tolist() == faces
+    # without the offset, anchoring alone changes nothing here (the voices decide)
+    assert c(e, durations=durations, anchored=anchored)[0].tolist() == [0] * 6
+    with pytest.raises(ValueError, match="anchored"):
+        c(e, durations=durations, anchored=np.ones(3, dtype=bool))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pyannote.core import Annotation, Segment
 
-from xmodal_diar.faces.pairing import TurnPairing, load_turns, mouth_opening, pair_turns_with_tracks
+from xmodal_diar.faces.pairing import MAX_RATIO, MOUTH_FLOOR, TurnPairing, load_turns, mouth_motion, mouth_opening, pair_turns_with_tracks
 from xmodal_diar.faces.types import FaceDetection, FaceQuality, FaceTrack
 
 FPS = 5.0
@@ -53,25 +53,33 @@ def test_partly_covered_turn_is_unpaired_below_min_coverage():
     assert q.track_id == 0
 
 
-def test_larger_more_frontal_face_wins_with_shared_confidence():
+def test_larger_more_frontal_face_wins_with_reduced_confidence():
     big = _track(0, 0.0, 4.0, x=0.0, side=120.0, frontality=0.9)
     small = _track(1, 0.0, 4.0, x=200.0, side=40.0, frontality=0.3)
     (p,) = pair_turns_with_tracks(_turns((1.0, 3.0, "A")), [small, big])
     assert p.track_id == 0
-    assert 0.5 < p.confidence < 1.0  # another face competes
-    # the prominence cues can be switched off: then the two tie on persistence, 0.5 each
+    # another face competes: the runner-up scores (1/3 + 1/3 + 1) / 3 = 0.56 of the winner
+    assert p.confidence == pytest.approx(1.0 - (5 / 9) / MAX_RATIO)
+    (r,) = pair_turns_with_tracks(_turns((1.0, 3.0, "A")), [small, big], max_ratio=1.0)
+    assert r.confidence == pytest.approx(4 / 9)
+    # the prominence cues can be switched off: then the two tie on persistence, no clear winner
     (q,) = pair_turns_with_tracks(_turns((1.0, 3.0, "A")), [small, big], cues={"size": 0, "frontality": 0})
-    assert q.confidence == pytest.approx(0.5)
+    assert q.confidence == pytest.approx(0.0)
 
 
 def test_moving_mouth_wins_between_two_equal_faces():
     still = _track(0, 0.0, 4.0, x=0.0, mouth=lambda k: 2.0)
     talking = _track(1, 0.0, 4.0, x=100.0, mouth=lambda k: 2.0 + 6.0 * (k % 2))
     assert mouth_opening(talking.detections[1]) == pytest.approx(8.0 / 60.0)
+    assert mouth_motion(talking.detections) == pytest.approx(6.0 / 60.0) and mouth_motion(still.detections) == 0.0
     (p,) = pair_turns_with_tracks(_turns((1.0, 3.0, "A")), [still, talking])
     assert p.track_id == 1
+    assert p.confidence == pytest.approx(1.0 - (MOUTH_FLOOR / 0.1) / MAX_RATIO)  # the still face at the floor: a clear winner
     (q,) = pair_turns_with_tracks(_turns((1.0, 3.0, "A")), [still, talking], cues={"mouth": 0})
-    assert q.confidence == pytest.approx(0.5)  # without the mouth cue, a tie
+    assert q.confidence == pytest.approx(0.0)  # without the mouth cue, a tie: no confidence
+    both = _track(2, 0.0, 4.0, x=200.0, mouth=lambda k: 2.0 + 5.0 * (k % 2))
+    (r,) = pair_turns_with_tracks(_turns((1.0, 3.0, "A")), [both, talking])
+    assert r.track_id == 1 and r.confidence == pytest.approx(0.0)  # two moving mouths: 5/6 > MAX_RATIO
 
 
 def test_turns_from_an_rttm_file(tmp_path):

@@ -381,7 +381,7 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
     segmentation > min_duration_off (default path)
     vad > ..., change_detection > ..., min_turn_duration, resegmentation_margin (classical)
     clustering > threshold, linkage | pruning, min_turn_duration, min_cluster_duration
-    face > min_confidence, same_face_threshold
+    face > min_confidence, weight, max_ratio, anchor_confidence
     """
 
     def __init__(
@@ -575,12 +575,16 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         """``(clusters, centroids)`` of the turns, with face evidence as a distance offset."""
         if face_evidence is None and "face_evidence" in file:
             face_evidence = file["face_evidence"]
-        offset = None
+        options = {}
         if face_evidence is not None and len(segments):
-            offset = face_distance_offset(self.face(segments, face_evidence, uri=file.get("uri", "video")), len(segments))
+            offset, confidences = self.face.turn_evidence(segments, face_evidence, uri=file.get("uri", "video"))
+            options = dict(
+                distance_offset=face_distance_offset(offset, len(segments)),
+                anchored=np.asarray(confidences) >= self.face.anchor_confidence,
+            )
         num, lo, hi = bounds
         return self.clustering(
-            embeddings, durations=durations, distance_offset=offset,
+            embeddings, durations=durations, **options,
             num_clusters=num, min_clusters=lo, max_clusters=None if hi == np.inf else hi,
         )
 
@@ -619,6 +623,10 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         segmentations, count, turns, embeddings = self.segment(file, waveform, hook)
         if len(turns) == 0:
             return self._empty(uri, f"{describe(file)}: no speech detected in {waveform.shape[-1] / SAMPLE_RATE:.1f} s; empty output")
+        if face_evidence is None and "face_evidence" in file:
+            face_evidence = file["face_evidence"]
+        if face_evidence is not None:
+            turns, embeddings = self.split_at_face_changes(segmentations, turns, embeddings, waveform, face_evidence)
         clusters, centroids = self.cluster(embeddings, turns.clean_duration, turns.segments, file, face_evidence, bounds)
         hook("clustering", clusters)
         # never more speakers at once than allowed, nor than clusters found (no ghost speaker)
@@ -635,6 +643,33 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         diarization, exclusive = outputs
         rows = [int(label.split("_")[1]) for label in diarization.labels()]
         return DiarizeOutput(diarization, exclusive, centroids[rows])
+
+    def split_at_face_changes(self, segmentations, turns, embeddings, waveform, face_evidence) -> tuple:
+        """Local turns split at the hard cuts where the face changes identity, the pieces re-embedded.
+
+        Only with ``FaceTracks`` (shot cuts and embedded tracks) and a calibrated embedder
+        (:func:`~xmodal_diar.pipelines.face_evidence.face_change_cuts`); anything else, or no
+        such cut inside a turn, leaves ``(turns, embeddings)`` as they are.
+        """
+        if not self.face.split_turns or not hasattr(face_evidence, "shot_cuts") or not len(turns):
+            return turns, embeddings
+        cuts = face_mod.face_change_cuts(face_evidence, self.face._calibration(face_evidence.embedder or "dlib"))
+        if not cuts:
+            return turns, embeddings
+        frames = self._segmentation.model.receptive_field
+        new, origin, split = face_mod.split_turns_at_cuts(
+            turns, segmentations.sliding_window, frames, cuts, min_clean_duration=self.min_embedding_duration
+        )
+        if not split.any():
+            return turns, embeddings
+        embedder = self.embedder
+        pieces = [embedder.cut(waveform, new.clean[i]) for i in np.flatnonzero(split)]
+        if self.max_embedding_duration:
+            cap = int(self.max_embedding_duration * SAMPLE_RATE)
+            pieces = [p[max(0, (len(p) - cap) // 2) :][:cap] for p in pieces]
+        embeddings = np.asarray(embeddings)[origin].copy()
+        embeddings[split] = embedder.pieces(pieces)
+        return new, embeddings
 
     def _apply_classical(self, file, waveform, uri, bounds, face_evidence, hook) -> DiarizeOutput:
         duration = waveform.shape[-1] / SAMPLE_RATE

@@ -23,6 +23,13 @@ cosine-distance units) either way. The default ``weight = 1`` lets certain evide
 ``|E| = 1``) move a distance across the whole useful range of the stopping threshold.
 Explicit pairings (``(segment, track_id, confidence)``) carry no embeddings: their track
 ids are identities (``E = +1`` same id, ``-1`` different ids).
+
+Where the evidence is strong it also decides which turns are clustered: a turn paired at
+least ``anchor_confidence`` confidently is clustered (not only assigned to a centroid)
+even when shorter than the clustering's ``min_turn_duration``
+(:meth:`FaceEvidence.turn_evidence` returns the confidences; the turn clustering's
+``anchored``), so that a face seen in several 1 s turns holds them together, and two faces
+keep theirs apart, with the voices deciding the rest.
 """
 
 from __future__ import annotations
@@ -33,11 +40,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from pyannote.core import Segment
 from pyannote.pipeline import Pipeline
-from pyannote.pipeline.parameter import Uniform
+from pyannote.pipeline.parameter import Categorical, Uniform
 
 from xmodal_diar.faces.calibration import FaceCalibration, cosine_distances
 
-DEFAULT_PARAMETERS = {"min_confidence": 0.1, "weight": 1.0}
+#: ``weight``, ``max_ratio``, ``anchor_confidence``: chosen on the tuning montages of
+#: ``python benchmarks/video_tune.py`` (other clips than the benchmark's); ``min_confidence``: not tuned.
+DEFAULT_PARAMETERS = {"min_confidence": 0.1, "weight": 1.0, "max_ratio": 0.75, "anchor_confidence": 0.7, "split_turns": True}
 
 #: A face pairing of a time span: anything with ``segment``, ``track_id``, ``confidence``
 #: (e.g. :class:`xmodal_diar.faces.pairing.TurnPairing`), or a ``(segment, track_id,
@@ -116,6 +125,16 @@ def track_evidence(face_tracks: Sequence, calibration: Optional[FaceCalibration]
     return ids, evidence
 
 
+def effective_confidences(
+    tracks: Sequence[Optional[object]], confidences: np.ndarray, track_ids: Sequence[object], min_confidence: float = 0.0
+) -> np.ndarray:
+    """Confidence of each turn's pairing as the offset uses it (0: unpaired, unknown track, or below ``min_confidence``)."""
+    known = set(track_ids)
+    c = np.asarray(confidences, dtype=np.float64)
+    paired = np.array([k is not None and k in known for k in tracks], dtype=bool)
+    return np.where(paired & (c >= min_confidence), c, 0.0)
+
+
 def distance_offset(
     tracks: Sequence[Optional[object]],
     confidences: np.ndarray,
@@ -139,8 +158,9 @@ def distance_offset(
     return offset
 
 
-def pairings_from_face_tracks(turns: Sequence[Segment], face_tracks: Sequence, uri: str = "video") -> list:
-    """Pair ``turns`` with ``face_tracks`` (:class:`~xmodal_diar.faces.types.FaceTrack`)."""
+def pairings_from_face_tracks(turns: Sequence[Segment], face_tracks: Sequence, uri: str = "video", **options) -> list:
+    """Pair ``turns`` with ``face_tracks`` (:class:`~xmodal_diar.faces.types.FaceTrack`);
+    ``options`` go to :func:`~xmodal_diar.faces.pairing.pair_turns_with_tracks`."""
     from pyannote.core import Annotation
 
     from xmodal_diar.faces.pairing import pair_turns_with_tracks
@@ -148,7 +168,7 @@ def pairings_from_face_tracks(turns: Sequence[Segment], face_tracks: Sequence, u
     annotation = Annotation(uri=uri)
     for i, turn in enumerate(turns):
         annotation[turn, i] = f"turn{i}"
-    return pair_turns_with_tracks(annotation, face_tracks)
+    return pair_turns_with_tracks(annotation, face_tracks, **options)
 
 
 class FaceEvidence(Pipeline):
@@ -161,6 +181,12 @@ class FaceEvidence(Pipeline):
     ----------------
     min_confidence : pairings less confident than this are ignored.
     weight : largest offset (cosine-distance units) that certain evidence gives.
+    max_ratio : who speaks; a pairing whose runner-up face scores this fraction of the
+        winner's score gets no confidence (see :mod:`xmodal_diar.faces.pairing`).
+    anchor_confidence : turns paired at least this confidently are clustered whatever
+        their duration (above 1: never).
+    split_turns : default path, with ``FaceTracks``: split local turns at the hard cuts where
+        the face changes identity (:func:`face_change_cuts`, :func:`split_turns_at_cuts`).
     """
 
     def __init__(self, calibration: Optional[FaceCalibration] = None):
@@ -168,6 +194,9 @@ class FaceEvidence(Pipeline):
         self.calibration = calibration
         self.min_confidence = Uniform(0.0, 1.0)
         self.weight = Uniform(0.0, 2.0)
+        self.max_ratio = Uniform(0.05, 1.0)
+        self.anchor_confidence = Uniform(0.0, 1.01)
+        self.split_turns = Categorical([True, False])
 
     def default_parameters(self) -> dict:
         return dict(DEFAULT_PARAMETERS)
@@ -186,7 +215,12 @@ class FaceEvidence(Pipeline):
         return calibration
 
     def __call__(self, turns: Sequence[Segment], evidence, uri: str = "video") -> np.ndarray:
-        """The ``(N, N)`` distance offset of the N ``turns``.
+        """The ``(N, N)`` distance offset of the N ``turns`` (see :meth:`turn_evidence`)."""
+        return self.turn_evidence(turns, evidence, uri=uri)[0]
+
+    def turn_evidence(self, turns: Sequence[Segment], evidence, uri: str = "video") -> Tuple[np.ndarray, np.ndarray]:
+        """``(offset, confidences)``: the ``(N, N)`` distance offset of the N ``turns`` and the
+        ``(N,)`` confidence of each turn's pairing as the offset uses it (0: none).
 
         ``evidence``: a sequence of face pairings (see :data:`PairingLike`), of
         :class:`~xmodal_diar.faces.types.FaceTrack` (then paired with the turns here by
@@ -201,10 +235,98 @@ class FaceEvidence(Pipeline):
         turns = list(turns)
         if evidence and hasattr(evidence[0], "detections"):
             track_ids, matrix = track_evidence(evidence, self._calibration(embedder))
-            evidence = pairings_from_face_tracks(turns, evidence, uri=uri)
+            evidence = pairings_from_face_tracks(turns, evidence, uri=uri, max_ratio=self.max_ratio)
             tracks, confidences = turn_face_tracks(turns, evidence)
         else:  # explicit pairings: track ids are identities
             tracks, confidences = turn_face_tracks(turns, evidence)
             track_ids = list(dict.fromkeys(k for k in tracks if k is not None))
             matrix = np.where(np.equal.outer(np.arange(len(track_ids)), np.arange(len(track_ids))), 1.0, -1.0)
-        return distance_offset(tracks, confidences, track_ids, matrix, self.weight, self.min_confidence)
+        offset = distance_offset(tracks, confidences, track_ids, matrix, self.weight, self.min_confidence)
+        return offset, effective_confidences(tracks, confidences, track_ids, self.min_confidence)
+
+
+def face_change_cuts(face_tracks, calibration: Optional[FaceCalibration], window: float = 0.5) -> List[float]:
+    """Shot cuts (s) of a ``FaceTracks`` across which the face on screen changes identity.
+
+    At each cut the longest track ending in the ``window`` s before it and the longest
+    starting in the ``window`` s after it are compared: a cut counts when their identity
+    evidence (:func:`track_evidence`) is negative (calibrated P(same) < 0.5). Without
+    a track on either side, or without embeddings, the cut does not count.
+    """
+    cuts = list(getattr(face_tracks, "shot_cuts", []) or [])
+    tracks = list(getattr(face_tracks, "tracks", []) or [])
+    if not cuts or len(tracks) < 2 or calibration is None:
+        return []
+    ids, evidence = track_evidence(tracks, calibration)
+    has_embedding = [any(d.embedding is not None for d in t.detections) for t in tracks]
+    changes = []
+    for cut in cuts:
+        before = [a for a, t in enumerate(tracks) if has_embedding[a] and cut - window <= t.end < cut]
+        after = [b for b, t in enumerate(tracks) if has_embedding[b] and cut <= t.start <= cut + window]
+        if not before or not after:
+            continue
+        a = max(before, key=lambda k: tracks[k].end - tracks[k].start)
+        b = max(after, key=lambda k: tracks[k].end - tracks[k].start)
+        if evidence[a, b] < 0:
+            changes.append(float(cut))
+    return changes
+
+
+def split_turns_at_cuts(turns, chunks, frames, cuts: Sequence[float], min_duration: float = 0.2, min_clean_duration: float = 0.5):
+    """Split local turns (:class:`~xmodal_diar.pipelines.local_turns.LocalTurns`) at ``cuts`` (s).
+
+    A local turn of the segmentation can run across a hard cut between two different faces
+    (with more people than the model's local speakers in a chunk, it chains them); it is cut
+    there into pieces of at least ``min_duration`` s, each with its own frames and clean
+    parts (a piece with less than ``min_clean_duration`` s of clean speech uses its whole
+    span). ``chunks``: the segmentations' sliding window; ``frames``: the model's receptive
+    field. Returns ``(turns, origin, split)``: the new turns, the index of each one's
+    original turn, and which were split (those need a new embedding).
+    """
+    from xmodal_diar.pipelines.local_turns import LocalTurns
+
+    cuts = np.sort(np.asarray(list(cuts), dtype=np.float64))
+    num_frames = int(max(turns.last.max(initial=0), 1))
+    middles = np.array([frames[j].middle for j in range(num_frames)])
+    half = frames.step / 2
+    rows = {key: [] for key in ("chunk", "speaker", "first", "last", "clean_duration", "origin", "split")}
+    segments, clean = [], []
+    for i in range(len(turns)):
+        c, a, b, span = int(turns.chunk[i]), int(turns.first[i]), int(turns.last[i]), turns.segments[i]
+        t0 = chunks[c].start
+        inner = cuts[(cuts > span.start + min_duration) & (cuts < span.end - min_duration)]
+        bounds = [a]
+        for cut in inner:
+            j = int(np.searchsorted(t0 + middles[:b], cut))
+            if (j - bounds[-1]) * frames.step >= min_duration and (b - j) * frames.step >= min_duration:
+                bounds.append(j)
+        bounds.append(b)
+        pieces = list(zip(bounds[:-1], bounds[1:]))
+        for x, y in pieces:
+            if len(pieces) == 1:
+                piece, parts, duration = span, turns.clean[i], float(turns.clean_duration[i])
+            else:
+                piece = Segment(t0 + middles[x] - half, t0 + middles[y - 1] + half)
+                parts = [p & piece for p in turns.clean[i] if p.intersects(piece)]
+                duration = sum(p.duration for p in parts)
+                if duration < min_clean_duration:
+                    parts, duration = [piece], piece.duration
+            rows["chunk"].append(c)
+            rows["speaker"].append(int(turns.speaker[i]))
+            rows["first"].append(x)
+            rows["last"].append(y)
+            rows["clean_duration"].append(duration)
+            rows["origin"].append(i)
+            rows["split"].append(len(pieces) > 1)
+            segments.append(piece)
+            clean.append(parts)
+    new = LocalTurns(
+        chunk=np.asarray(rows["chunk"], dtype=int),
+        speaker=np.asarray(rows["speaker"], dtype=int),
+        first=np.asarray(rows["first"], dtype=int),
+        last=np.asarray(rows["last"], dtype=int),
+        segments=segments,
+        clean=clean,
+        clean_duration=np.asarray(rows["clean_duration"], dtype=float),
+    )
+    return new, np.asarray(rows["origin"], dtype=int), np.asarray(rows["split"], dtype=bool)

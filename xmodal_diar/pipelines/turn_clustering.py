@@ -19,6 +19,9 @@ at least ``min_turn_duration`` seconds (their clean, single-speaker duration) ar
 clustered; clusters totalling less than ``min_cluster_duration`` seconds are dissolved
 into the nearest remaining cluster while the count allows; every other turn then goes to
 the nearest centroid (cosine distance plus its mean ``distance_offset`` to the members).
+Turns flagged ``anchored`` (confidently paired with a face, see
+:mod:`.face_evidence`) are clustered whatever their duration: there the face evidence,
+not the short turn's voice, holds them to their speaker.
 
 The number of speakers: ``num_clusters`` forces it (``fcluster(..., "maxclust")`` /
 k-means with that ``k``); otherwise the algorithm decides within ``[min_clusters,
@@ -156,11 +159,13 @@ class TurnClustering(BaseClustering):
         num_clusters: Optional[int] = None,
         min_clusters: Optional[int] = None,
         max_clusters: Optional[int] = None,
+        anchored: Optional[np.ndarray] = None,
     ) -> Tuple[np.ndarray, np.ndarray]:
         """``(clusters (N,), centroids (K, D))`` of ``(N, D)`` embeddings; clusters by first appearance.
 
         ``durations`` (N,): seconds each turn's embedding stands for (default 1 each);
-        ``distance_offset`` (N, N): face evidence added to the cosine distances.
+        ``distance_offset`` (N, N): face evidence added to the cosine distances;
+        ``anchored`` (N,) bool: turns clustered even when shorter than ``min_turn_duration``.
         """
         embeddings = np.asarray(embeddings, dtype=np.float64)
         if embeddings.ndim != 2 or not np.isfinite(embeddings).all():
@@ -180,6 +185,11 @@ class TurnClustering(BaseClustering):
 
         # turns long enough to be clustered (at least 2, the longest, when too few are)
         long = durations >= self.min_turn_duration
+        if anchored is not None:
+            anchored = np.asarray(anchored, dtype=bool)
+            if anchored.shape != (n,):
+                raise ValueError(f"turn clustering: anchored {anchored.shape} must be ({n},)")
+            long = long | anchored
         if long.sum() < min(2, n):
             long = np.zeros(n, dtype=bool)
             long[np.argsort(-durations)[: min(2, n)]] = True
