@@ -9,15 +9,20 @@ in a tuning montage of another kind):
 
 - ``tune_two_faces_a`` / ``_b``: th03 | th04 and th07 | th06 side by side, taking turns
   (the benchmark's ``two_faces`` is th05 | th09);
-- ``tune_rapid_a`` / ``_b``: 20 turns of about 1 s by th03, th04, th05, th07 and by th09,
-  th03, th07, th04 (the benchmark's ``rapid_turns`` is th01, th02, th06, th08);
+- ``tune_rapid_a`` / ``_b`` / ``_c``: 20 turns of about 1 s by th03, th04, th05, th07, by
+  th09, th03, th07, th04 and by th05, th09, th04, th07 (the benchmark's ``rapid_turns`` is
+  th01, th02, th06, th08);
 - ``tune_four``: th05, th09, th07, th03 in two shots each (the benchmark's
   ``four_people`` is th02, th03, th04, th06).
 
 Face tracks and the audio pipeline's turns and turn embeddings are computed once and
 cached under ``--cache``; every candidate setting then reruns only the pairing, the face
 evidence and the clustering. Prints DER (collar 0, whole file) audio-only and with the
-face evidence for each setting of the grid below.
+face evidence for each setting of the grid below, and the setting chosen: among those
+with the lowest total DER (duration-weighted), the middle of the tied range of each
+parameter (in grid order: split_turns, weight, max_ratio, anchor_confidence). The mouth
+floor (:data:`xmodal_diar.faces.pairing.MOUTH_FLOOR`) is the largest mouth motion of a
+still face printed first. Last run: ``benchmarks/results/video_tune.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ TUNING = {
     "tune_two_faces_b": ("two_faces", "681100216", "00373"),
     "tune_rapid_a": [(clip, 0.2) for _ in range(5) for clip in ("00015", "00086", "00098", "681100216")],
     "tune_rapid_b": [(clip, 0.2) for _ in range(5) for clip in ("741400104", "00015", "681100216", "00086")],
+    "tune_rapid_c": [(clip, 0.2) for _ in range(5) for clip in ("00098", "741400104", "00086", "681100216")],
     "tune_four": [("00098", 0.5), ("741400104", 0.5), ("681100216", 0.5), ("00015", 0.5),
                   ("00098",), ("741400104",), ("681100216",), ("00015",)],
 }
@@ -190,8 +196,17 @@ def main(argv=None) -> int:
         print(f"{setting}: total {total_a:.2f} -> {total_v:.2f}, worst {worst:+.2f} | "
               + "  ".join(f"{k} {video[k]:.2f}" for k in items), flush=True)
     pipeline.instantiate(base)
+    best = min(r["total_video"] for r in results)
+    tied = [r["setting"] for r in results if r["total_video"] <= best + 0.01]
+    # the middle of the tied range of each parameter, taken in GRID order among the tied settings
+    chosen = {}
+    for key in keys:
+        values = sorted({t[key] for t in tied if all(t[k] == v for k, v in chosen.items())}, key=lambda v: grid[key].index(v))
+        chosen[key] = values[(len(values) - 1) // 2]
+    print(f"best total {best:.2f} with {len(tied)} settings; chosen (middle of each tied range): {chosen}", flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"audio_only": audio, "results": results}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"command": "python benchmarks/video_tune.py" + (" --set benchmark" if args.set == "benchmark" else ""),
+                                        "audio_only": audio, "results": results, "chosen": chosen}, indent=2) + "\n")
     return 0
 
 
@@ -200,7 +215,7 @@ GRID = {
     "face.split_turns": [True, False],
     "face.weight": [1.0, 2.0],
     "face.max_ratio": [0.5, 0.75, 1.0],
-    "face.anchor_confidence": [0.5, 0.7, 0.9, 1.01],
+    "face.anchor_confidence": [0.5, 0.6, 0.7, 0.9, 1.01],
 }
 
 if __name__ == "__main__":

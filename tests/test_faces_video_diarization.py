@@ -73,7 +73,7 @@ def test_the_still_face_never_gets_a_confident_turn(two_faces):
             if p.track_id is not None and panel[p.track_id] != speaker_panel[p.label]:
                 assert p.confidence < 0.1, p  # the listener: ~0 confidence
             elif turns is true_turns:
-                assert p.track_id is not None and p.confidence > 0.5, p  # the speaker, clearly
+                assert p.track_id is not None and p.confidence > 0.3, p  # the speaker
 
 
 @pytest.fixture(scope="module")

@@ -45,8 +45,8 @@ from pyannote.pipeline.parameter import Categorical, Uniform
 from xmodal_diar.faces.calibration import FaceCalibration, cosine_distances
 
 #: ``weight``, ``max_ratio``, ``anchor_confidence``: chosen on the tuning montages of
-#: ``python benchmarks/video_tune.py`` (other clips than the benchmark's); ``min_confidence``: not tuned.
-DEFAULT_PARAMETERS = {"min_confidence": 0.1, "weight": 1.0, "max_ratio": 0.75, "anchor_confidence": 0.7, "split_turns": True}
+#: ``python benchmarks/video_tune.py`` (montages without the clips of the benchmark montage of the same kind); ``min_confidence``: not tuned.
+DEFAULT_PARAMETERS = {"min_confidence": 0.1, "weight": 1.0, "max_ratio": 0.75, "anchor_confidence": 0.6, "split_turns": True}
 
 #: A face pairing of a time span: anything with ``segment``, ``track_id``, ``confidence``
 #: (e.g. :class:`xmodal_diar.faces.pairing.TurnPairing`), or a ``(segment, track_id,
