@@ -129,3 +129,35 @@ def test_memory_does_not_grow_with_the_number_of_clusters():
     # 16 MB blocks + the (frames, 3) selection + the annotation's Python objects
     assert peaks["one per turn"] < 64e6, peaks
     assert peaks["one per turn"] < 2 * peaks["few"] + 20e6, peaks
+
+
+class _MeanStd(torch.nn.Module):
+    """A tiny turn encoder (B, T) -> (B, 2) that sees every sample."""
+
+    def forward(self, wavs):
+        return torch.stack([wavs.mean(dim=1), wavs.std(dim=1) + 1.0], dim=1)
+
+
+def test_turn_pieces_are_cut_when_embedded_and_equal_the_eager_ones():
+    from xmodal_diar.pipelines.broadcast_diarization import TurnEmbedder, TurnPieces
+
+    waveform = torch.randn(16000 * 40, generator=torch.Generator().manual_seed(0))
+    parts = [[Segment(0.5, 2.0), Segment(2.5, 9.0)], [Segment(10.0, 10.2)], [Segment(12.0, 35.0)], [Segment(36.0, 36.5), Segment(37.0, 39.0)]]
+    embedder = TurnEmbedder(_MeanStd(), batch_size=2, max_duration=10.0)
+    for cap in (None, 4 * 16000):
+        lazy = TurnPieces(waveform, parts, cap)
+        eager = [TurnEmbedder.cut(waveform, p) for p in parts]
+        if cap:
+            eager = [p[max(0, (len(p) - cap) // 2) :][:cap] for p in eager]
+        assert len(lazy) == len(eager) and all(torch.equal(lazy[i], eager[i]) for i in range(len(eager)))
+        assert np.array_equal(embedder.pieces(lazy), embedder.pieces(eager))
+
+
+def test_mono_float32_input_is_not_copied_when_loaded():
+    from xmodal_diar.audio import load_audio
+
+    data = torch.rand(1, 16000 * 5) - 0.5
+    loaded = load_audio({"waveform": data, "sample_rate": 16000})
+    assert loaded.shape == (16000 * 5,) and loaded.data_ptr() == data.data_ptr()
+    stereo = load_audio({"waveform": torch.stack([data[0], -data[0]]), "sample_rate": 16000})
+    assert torch.allclose(stereo, torch.zeros_like(stereo))

@@ -125,6 +125,28 @@ def load_embedding_model(
     return model.eval()
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Optional[Callable]:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the heap memory freed so far back to the system (glibc's ``malloc_trim``; no-op elsewhere).
+
+    glibc keeps what a batch of one shape freed; batches of ever-changing lengths (turns,
+    sorted by duration) then grew the process by 1.8 GB over 40 batches and 3.5 GB on a
+    60-minute input, at the same output. Trimming after each batch costs a few percent.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class TurnEmbedder:
     """Batched embeddings of waveform segments by any turn encoder.
 
@@ -216,6 +238,7 @@ class TurnEmbedder:
         for i in range(n_batches):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             emb = self.forward([pieces[owners[j]][spans[j][0] : spans[j][1]] for j in idx])
+            release_freed_memory()
             if sums is None:
                 sums = np.zeros((len(pieces), emb.shape[1]))
             for j, e in zip(idx, emb):

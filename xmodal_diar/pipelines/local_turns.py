@@ -101,6 +101,9 @@ def clustered_segmentations(
 ) -> SlidingWindowFeature:
     """``(chunks, frames, num_clusters)`` activities: each turn's frames in its cluster's column.
 
+    The dense reference of :func:`reconstruct` (the pipeline does not build it any more:
+    ``chunks x frames x clusters`` float32 is 1 GB for 3 hours and 400 speakers).
+
     Clusters absent from a chunk stay NaN (no evidence), as in pyannote's
     ``SpeakerDiarization.reconstruct``, so that aggregation over overlapping chunks
     averages only the chunks where the cluster is present.
