@@ -438,8 +438,8 @@ class StepTimer:
 
 def _peak_rss_mb() -> float:
     """This process's peak RSS: ``VmHWM`` (Linux). Not ``ru_maxrss``: a spawned child's
-    starts at its parent's RSS at fork time (kept across exec), i.e. the parent's decoded
-    long input counted twice (measured: 1176 MB for a 32 MB child of a 1.2 GB parent)."""
+    never goes below its parent's RSS at fork time (kept across exec), e.g. the parent
+    that wrote the long input (measured: 1176 MB for a 32 MB child of a 1.2 GB parent)."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
