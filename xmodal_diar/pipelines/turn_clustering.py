@@ -174,13 +174,18 @@ class TurnClustering(BaseClustering):
         if n == 0:
             return np.zeros(0, dtype=int), np.zeros((0, embeddings.shape[1]))
         durations = np.ones(n) if durations is None else np.asarray(durations, dtype=np.float64)
-        offset = np.zeros((n, n)) if distance_offset is None else np.asarray(distance_offset, dtype=np.float64)
-        if durations.shape != (n,) or offset.shape != (n, n):
+        offset = None if distance_offset is None else np.asarray(distance_offset, dtype=np.float64)
+        if durations.shape != (n,) or (offset is not None and offset.shape != (n, n)):
             raise ValueError(
-                f"turn clustering: durations {durations.shape} and distance_offset {offset.shape} must be ({n},) and ({n}, {n})"
+                f"turn clustering: durations {durations.shape} and distance_offset {getattr(offset, 'shape', None)} must be ({n},) and ({n}, {n})"
             )
-        distances = np.clip(cdist(embeddings, embeddings, metric="cosine") + offset, 0.0, 2.0)
-        distances = (distances + distances.T) / 2
+        # (N, N) float64, in place: no zero offset, no extra copies (the sum with its transpose buffers one)
+        distances = cdist(embeddings, embeddings, metric="cosine")
+        if offset is not None:
+            distances += offset
+        np.clip(distances, 0.0, 2.0, out=distances)
+        distances += distances.T
+        distances /= 2
         np.fill_diagonal(distances, 0.0)
 
         # turns long enough to be clustered (at least 2, the longest, when too few are)
@@ -219,8 +224,10 @@ class TurnClustering(BaseClustering):
         # every turn to the nearest centroid of the long turns' clusters
         centroids = cluster_centroids(embeddings[index], clusters, durations[index])
         k = len(centroids)
-        member_offset = np.stack([offset[:, index[clusters == c]].mean(axis=1) for c in range(k)], axis=1)
-        assigned = np.argmin(cdist(embeddings, centroids, metric="cosine") + member_offset, axis=1)
+        nearest = cdist(embeddings, centroids, metric="cosine")
+        if offset is not None:
+            nearest += np.stack([offset[:, index[clusters == c]].mean(axis=1) for c in range(k)], axis=1)
+        assigned = np.argmin(nearest, axis=1)
         assigned[index] = clusters
         # relabel by first appearance, dropping clusters left empty
         labels = relabel_by_first_appearance(assigned)
