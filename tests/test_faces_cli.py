@@ -42,6 +42,8 @@ def test_faces_command_reports_a_corrupt_video_and_goes_on(talking_heads, tmp_pa
 def test_faces_command_rejects_bad_options(tmp_path, capsys):
     assert main(["faces", "x.mp4", "--out", str(tmp_path), "--fps", "0"]) == 1
     assert "--fps must be positive" in capsys.readouterr().err
+    assert main(["faces", "x.mp4", "--out", str(tmp_path), "--detect-every", "0"]) == 1
+    assert "--detect-every must be at least 1" in capsys.readouterr().err
     assert main(["faces", "x.mp4", "--out", str(tmp_path), "--embedder", "missing.onnx"]) == 1
     assert "--embedder missing.onnx" in capsys.readouterr().err
 

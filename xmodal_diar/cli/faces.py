@@ -35,8 +35,13 @@ def register(subparsers) -> None:
         "--embedder", default="dlib", help="dlib (default, 128-D) or a TorchScript (.pt) / ONNX (.onnx) face model"
     )
     parser.add_argument(
-        "--embed-every", type=int, default=3, metavar="K",
-        help="embed the faces of every K-th sampled frame only (default 3; 1: all)",
+        "--embed-every", type=int, default=15, metavar="K",
+        help="embed each face on its first sampled frame and every K-th after (default 15; 1: all)",
+    )
+    parser.add_argument(
+        "--detect-every", type=int, default=10, metavar="K",
+        help="run the face detector on every K-th sampled frame and at shot cuts, follow the faces "
+        "in between (default 10; 1: detect on every sampled frame)",
     )
     parser.add_argument(
         "--embed-workers", type=int, choices=(0, 1), default=1 if (os.cpu_count() or 1) > 1 else 0,
@@ -81,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.fps <= 0:
         raise ValueError(f"--fps must be positive, got {args.fps}")
+    for option in ("embed_every", "detect_every"):
+        if getattr(args, option) < 1:
+            raise ValueError(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     keep_aligned = args.contact_sheet or args.save_aligned
     extractor = FaceExtractor(
         args.detector, args.landmarks, _embedder(args.embedder), keep_aligned=keep_aligned, embed_workers=args.embed_workers
@@ -118,6 +126,7 @@ def _extract_all(args: argparse.Namespace, extractor) -> list:
                 extractor=extractor,
                 min_detections=args.min_track,
                 embed_every=args.embed_every,
+                detect_every=args.detect_every,
                 shot_threshold=SHOT_THRESHOLD if args.shot_threshold is None else args.shot_threshold,
                 progress=not args.quiet,
             )

@@ -59,7 +59,8 @@ def extract_face_tracks(
     min_duration: float = 0.0,
     max_gap: float = 1.0,
     keep_aligned: bool = True,
-    embed_every: int = 3,
+    embed_every: int = 15,
+    detect_every: int = 10,
     embed_workers: int = 0,
     progress: bool = False,
     identity_threshold: Optional[float] = None,
@@ -69,11 +70,17 @@ def extract_face_tracks(
 
     One decoding pass: every decoded frame feeds the shot-cut detector
     (:class:`ShotCutDetector`, ``shot_threshold``: cuts to the frame), each sampled frame
-    the face ``extractor`` (built from
-    ``detector``/``landmarks``/``embedder`` unless given, to reuse loaded models across
-    videos; only every ``embed_every``-th sampled frame is embedded, as dlib's embedder
-    dominates the cost and a track's mean needs few faces; ``embed_workers=1`` embeds in a
-    second process, see :class:`FaceExtractor`); :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
+    the face ``extractor`` (built from ``detector``/``landmarks``/``embedder`` unless given,
+    to reuse loaded models across videos). The detector runs on every ``detect_every``-th
+    sampled frame and on the first of each shot; in between, the faces are followed by
+    template matching and their landmarks are fitted where they went (a lost face calls
+    the detector). Each face is embedded on its first sampled frame and every
+    ``embed_every``-th after (dlib's embedder dominates the cost, and a track's mean needs
+    few faces); ``embed_workers=1`` embeds in a second process, see :class:`FaceExtractor`.
+    Both defaults were chosen by measurement (faces README, "Speed"): with them the
+    face tracks cost about a fifth of a CPU second per second of 25 fps video.
+    ``detect_every=1`` and ``embed_every=3`` give the former behaviour.
+    :func:`link_detections` (``min_detections``, ``min_duration``, ``max_gap``,
     ``tracking_options``) makes the tracks, and :func:`split_identity_jumps` cuts them where
     the face identity jumps (``identity_threshold``, a cosine distance; default:
     :data:`IDENTITY_JUMP_FACTOR` times the embedder's calibrated threshold, measured by
@@ -87,7 +94,8 @@ def extract_face_tracks(
     shots = ShotCutDetector(threshold=shot_threshold)
     detections = []
     for _, _, _, found in iter_frame_detections(
-        video, fps, extractor, embed_every=embed_every, progress=progress, on_frame=shots.update
+        video, fps, extractor, embed_every=embed_every, detect_every=detect_every, progress=progress,
+        on_frame=shots.update,
     ):
         detections.extend(found)
     cuts = [c.time for c in shots.cuts]

@@ -248,14 +248,66 @@ def _embed_in_worker(crops: np.ndarray) -> np.ndarray:
 _WORKER_EMBEDDER: Optional[FaceEmbedder] = None
 
 
+#: A followed face is lost when its best match in the next sampled frame correlates less than
+#: this with it (normalised cross-correlation of the grey face, about 32 px wide; faces README, "Speed").
+FOLLOW_MIN_CORRELATION = 0.5
+#: The face is searched within this fraction of its box side around its previous place.
+FOLLOW_SEARCH = 0.5
+#: A face whose match in place correlates within this of its best match elsewhere stays in place.
+FOLLOW_STILL = 0.02
+
+
+def _grey(rgb: np.ndarray, x1: int, y1: int, x2: int, y2: int, scale: float) -> np.ndarray:
+    import cv2
+
+    crop = np.ascontiguousarray(rgb[y1:y2, x1:x2])
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    size = (max(1, int(round((x2 - x1) * scale))), max(1, int(round((y2 - y1) * scale))))
+    return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+
+def follow_box(previous_rgb: np.ndarray, rgb: np.ndarray, box: np.ndarray, width: int = 32) -> Tuple[np.ndarray, float]:
+    """Where the face in ``box`` of ``previous_rgb`` went in ``rgb``: ``(moved box, correlation)``.
+
+    Template matching (normalised cross-correlation, ``cv2.matchTemplate``) of the grey
+    face scaled to ``width`` pixels within :data:`FOLLOW_SEARCH` of its side around its
+    previous place: a translation, to the nearest scaled pixel (box side / ``width``);
+    the correlation in [-1, 1] says whether it is still the same picture of a face."""
+    import cv2
+
+    height, frame_width = rgb.shape[:2]
+    box = np.asarray(box, dtype=np.float64)
+    x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
+    x2, y2 = min(int(np.ceil(box[2])), frame_width), min(int(np.ceil(box[3])), height)
+    side = max(x2 - x1, y2 - y1)
+    if min(x2 - x1, y2 - y1) < 8:
+        return box.astype(np.float32), -1.0
+    scale = width / side
+    margin = int(FOLLOW_SEARCH * side)
+    sx1, sy1 = max(x1 - margin, 0), max(y1 - margin, 0)
+    sx2, sy2 = min(x2 + margin, frame_width), min(y2 + margin, height)
+    template = _grey(previous_rgb, x1, y1, x2, y2, scale)
+    search = _grey(rgb, sx1, sy1, sx2, sy2, scale)
+    if search.shape[0] < template.shape[0] or search.shape[1] < template.shape[1] or template.std() < 1e-3:
+        return box.astype(np.float32), -1.0
+    scores = cv2.matchTemplate(search, template, cv2.TM_CCOEFF_NORMED)
+    _, best, _, (u, v) = cv2.minMaxLoc(scores)
+    u0, v0 = min(int(round((x1 - sx1) * scale)), scores.shape[1] - 1), min(int(round((y1 - sy1) * scale)), scores.shape[0] - 1)
+    if scores[v0, u0] >= best - FOLLOW_STILL:  # a still face keeps its box (and its landmarks their fit)
+        return box.astype(np.float32), float(best)
+    dx, dy = sx1 + u / scale - x1, sy1 + v / scale - y1
+    return (box + np.array([dx, dy, dx, dy])).astype(np.float32), float(best)
+
+
 class FaceExtractor:
     """Detect, landmark, align, embed and score every face of an image.
 
     ``extractor(rgb, frame=0, time=0.0) -> [FaceDetection]`` (best detector score first),
     each with box, score, landmarks, embedding, quality and (if ``keep_aligned``) the
     aligned crop. With ``embed=False`` the embedding is left None: dlib's embedder costs
-    about 80 ms a face on this CPU, more than detection, so a tracker may embed only
-    some detections.
+    80-180 ms a face on this CPU (with load), more than detection, so a tracker embeds only
+    some detections. On a video, :func:`iter_frame_detections` runs the detector on some
+    sampled frames only and :meth:`follow` s the faces in between.
 
     ``embed_workers=1`` embeds in a separate process (:meth:`embed_later`), so that on a
     multi-core machine embedding overlaps with decoding and detection (dlib holds the GIL,
@@ -295,32 +347,83 @@ class FaceExtractor:
         self.embed_workers = embed_workers
         self._pool: Optional[ProcessPoolExecutor] = None
 
-    def detect_and_align(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0) -> Tuple[List[FaceDetection], List[np.ndarray]]:
-        """The faces of ``rgb`` without embedding, and their aligned crops (same order)."""
+    def detect_and_align(
+        self, rgb: np.ndarray, frame: int = 0, time: float = 0.0, embed: Union[bool, Sequence[bool]] = True
+    ) -> Tuple[List[FaceDetection], List[np.ndarray]]:
+        """The faces of ``rgb`` without embedding, and their aligned crops (same order).
+
+        ``embed`` says which faces will be embedded (one flag, or one per face, best
+        detector score first): their crops come from the embedder's own alignment (dlib's
+        5-point predictor for dlib's embedder), the others' from the landmarks (for the
+        quality's sharpness and the contact sheets only)."""
         rgb = as_rgb(rgb, name=f"frame {frame}")
         found = self.detector.detect(rgb)
         if not found:
             return [], []
         boxes = [box for box, _ in found]
-        points = self.landmarker.landmarks(rgb, boxes)
-        aligning = points if self._aligner is None else self._aligner.landmarks(rgb, boxes)
+        return self.describe(rgb, frame, time, boxes, [s for _, s in found], self.landmarker.landmarks(rgb, boxes), embed)
+
+    def describe(
+        self,
+        rgb: np.ndarray,
+        frame: int,
+        time: float,
+        boxes: Sequence[np.ndarray],
+        scores: Sequence[float],
+        points: Sequence[np.ndarray],
+        embed: Union[bool, Sequence[bool]] = True,
+    ) -> Tuple[List[FaceDetection], List[np.ndarray]]:
+        """Detections (quality, aligned crop) of located faces, and their crops.
+
+        Only the faces to ``embed`` pay for the 5-point alignment of a 68-point extractor
+        (see :meth:`detect_and_align`); the dlib chip of the 68 points (reduced to the same
+        five) serves the others."""
+        flags = [bool(embed)] * len(boxes) if isinstance(embed, (bool, np.bool_)) else [bool(e) for e in embed]
+        if len(flags) != len(boxes):
+            raise ValueError(f"embed: {len(flags)} flags for {len(boxes)} faces")
+        aligning = list(points)
+        if self._aligner is not None and any(flags):
+            wanted = [k for k, flag in enumerate(flags) if flag]
+            for k, p in zip(wanted, self._aligner.landmarks(rgb, [boxes[k] for k in wanted])):
+                aligning[k] = p
         crops = [self.embedder.align(rgb, p) for p in aligning]
         detections = [
             FaceDetection(
                 frame=frame,
                 time=time,
-                box=box,
-                score=score,
+                box=np.asarray(box, dtype=np.float32),
+                score=float(score),
                 landmarks=landmarks,
                 quality=face_quality(score, box, crop, landmarks),
                 aligned=crop if self.keep_aligned else None,
             )
-            for (box, score), landmarks, crop in zip(found, points, crops)
+            for box, score, landmarks, crop in zip(boxes, scores, points, crops)
         ]
         return detections, crops
 
+    def follow(
+        self, rgb: np.ndarray, previous_rgb: np.ndarray, previous: Sequence[FaceDetection]
+    ) -> Optional[Tuple[List[np.ndarray], List[np.ndarray]]]:
+        """``(boxes, landmarks)`` in ``rgb`` of the faces ``previous`` found in ``previous_rgb``.
+
+        Each box moves where its face's grey picture matches best (:func:`follow_box`),
+        and the landmarks are fitted in it. None (run the detector) when a face is lost:
+        its best match correlates less than :data:`FOLLOW_MIN_CORRELATION` (a face that
+        left or turned away, a missed cut) or the box leaves the picture by half."""
+        if not previous:
+            return None
+        height, width = rgb.shape[:2]
+        boxes = []
+        for d in previous:
+            box, correlation = follow_box(previous_rgb, rgb, d.box)
+            inside = max(min(box[2], width) - max(box[0], 0), 0) * max(min(box[3], height) - max(box[1], 0), 0)
+            if correlation < FOLLOW_MIN_CORRELATION or inside < 0.5 * (box[2] - box[0]) * (box[3] - box[1]):
+                return None
+            boxes.append(np.concatenate([np.clip(box[[0, 2]], 0, width), np.clip(box[[1, 3]], 0, height)])[[0, 2, 1, 3]])
+        return boxes, self.landmarker.landmarks(rgb, boxes)
+
     def __call__(self, rgb: np.ndarray, frame: int = 0, time: float = 0.0, embed: bool = True) -> List[FaceDetection]:
-        detections, crops = self.detect_and_align(rgb, frame, time)
+        detections, crops = self.detect_and_align(rgb, frame, time, embed)
         if embed and detections:
             for detection, embedding in zip(detections, self.embedder.embed_crops(crops)):
                 detection.embedding = embedding
@@ -361,6 +464,7 @@ def detect_and_embed(
     embed_every: int = 1,
     detector_options: Optional[dict] = None,
     embedder_options: Optional[dict] = None,
+    detect_every: int = 1,
 ) -> List[FaceDetection]:
     """Every face of the frames of ``path`` sampled at ``fps`` (None: every frame), in time order.
 
@@ -376,7 +480,9 @@ def detect_and_embed(
         detector_options=detector_options, embedder_options=embedder_options,
     )
     detections: List[FaceDetection] = []
-    for _, _, _, found in iter_frame_detections(path, fps, extractor, embed_every=embed_every, progress=progress):
+    for _, _, _, found in iter_frame_detections(
+        path, fps, extractor, embed_every=embed_every, detect_every=detect_every, progress=progress
+    ):
         detections.extend(found)
     return detections
 
@@ -387,22 +493,45 @@ def iter_frame_detections(
     extractor: "FaceExtractor",
     *,
     embed_every: int = 1,
+    detect_every: int = 1,
     progress: bool = True,
     on_frame=None,
 ) -> Iterator[Tuple[int, float, np.ndarray, List[FaceDetection]]]:
     """``(frame, time, rgb, detections)`` for each frame sampled at ``fps``, decoded once.
 
-    Only every ``embed_every``-th sampled frame is embedded (``embedding=None`` elsewhere).
+    The detector runs on every ``detect_every``-th sampled frame, on the first sampled
+    frame of each shot (``on_frame`` returning a true value, as
+    :meth:`~xmodal_diar.faces.shots.ShotCutDetector.update` does for a cut, says a shot
+    starts at that decoded frame), wherever a followed face is lost, and after every sampled
+    frame without a face (a face the detector missed is looked for again at once); on the
+    other sampled frames, the faces of the previous sampled frame are followed
+    (:meth:`FaceExtractor.follow`), so a face that appears within a shot next to others is
+    found up to ``detect_every - 1`` sampled frames late. ``detect_every=1``: detect everywhere.
+
+    Each face is embedded on its first sampled frame (a face with no box of the previous
+    sampled frame overlapping it, IoU >= 0.5, or the first after a shot cut or a lost face:
+    a missed cut is embedded where it happens)
+    and then on every ``embed_every``-th sampled frame of it (``embedding=None`` elsewhere).
     With ``extractor.embed_workers`` the embeddings are computed in the worker process
     while the next frames are decoded: they are set on the yielded detections by the time
     the iteration ends (at most :data:`MAX_PENDING_FRAMES` frames behind). ``on_frame``
     sees every decoded frame's thumbnail (see :func:`~xmodal_diar.faces.video.iter_frames`).
     """
+    from xmodal_diar.faces.tracking import box_iou
+
     if embed_every < 1:
         raise ValueError(f"embed_every must be a positive number of sampled frames, got {embed_every}")
+    if detect_every < 1:
+        raise ValueError(f"detect_every must be a positive number of sampled frames, got {detect_every}")
     info = video_info(path)
     total = int(info.duration * fps) + 1 if fps is not None and info.duration else (info.frames or None)
-    frames = iter_frames(path, fps, on_frame=on_frame)
+    new_shot = [False]
+
+    def watch(index: int, time: float, thumbnail: np.ndarray) -> None:
+        if on_frame is not None and on_frame(index, time, thumbnail):
+            new_shot[0] = True
+
+    frames = iter_frames(path, fps, on_frame=watch)
     pending: Deque[Tuple[List[FaceDetection], Future]] = deque()
 
     def resolve(keep: int) -> None:
@@ -418,17 +547,49 @@ def iter_frame_detections(
             for detection, embedding in zip(detections, embeddings):
                 detection.embedding = embedding
 
+    previous: List[FaceDetection] = []  # faces of the previous sampled frame
+    since_embedded: List[int] = []  # sampled frames since each of them was embedded
+    previous_rgb: Optional[np.ndarray] = None
+    last_detected = 0
     for sampled, (frame, time, rgb) in enumerate(
         tqdm(frames, total=total, desc=Path(path).name, unit="frame", disable=not progress, leave=False)
     ):
-        embed = sampled % embed_every == 0
-        if not extractor.embed_workers:
-            yield frame, time, rgb, extractor(rgb, frame=frame, time=time, embed=embed)
-            continue
-        detections, crops = extractor.detect_and_align(rgb, frame, time)
-        if embed and detections:
-            pending.append((detections, extractor.embed_later(crops)))
-            resolve(MAX_PENDING_FRAMES)
+        rgb = as_rgb(rgb, name=f"{path} frame {frame}")
+        continuing = not new_shot[0]
+        new_shot[0] = False
+        due = not continuing or not previous or sampled - last_detected >= detect_every
+        located = extractor.follow(rgb, previous_rgb, previous) if previous and not due else None
+        if located is not None:
+            boxes, points = located
+            scores = [d.score for d in previous]
+            counts = [n + 1 for n in since_embedded]
+        else:  # detection due, or a followed face lost (then embed every face anew)
+            continuing = continuing and due
+            found = extractor.detector.detect(rgb)
+            last_detected = sampled
+            boxes = [box for box, _ in found]
+            scores = [score for _, score in found]
+            points = extractor.landmarker.landmarks(rgb, boxes) if boxes else []
+            counts = [embed_every] * len(boxes)  # new faces: embed now
+            if continuing and previous and boxes:  # faces seen on the previous sampled frame keep their count
+                iou = box_iou(np.stack([d.box for d in previous]), np.stack(boxes))
+                for j in range(len(boxes)):
+                    i = int(np.argmax(iou[:, j]))
+                    if iou[i, j] >= 0.5:
+                        counts[j] = since_embedded[i] + 1
+        embed = [n >= embed_every for n in counts]
+        detections, crops = extractor.describe(rgb, frame, time, boxes, scores, points, embed) if boxes else ([], [])
+        since_embedded = [0 if e else n for e, n in zip(embed, counts)]
+        previous, previous_rgb = detections, rgb
+        chosen = [d for d, e in zip(detections, embed) if e]
+        if chosen:
+            chips = [c for c, e in zip(crops, embed) if e]
+            if extractor.embed_workers:
+                pending.append((chosen, extractor.embed_later(chips)))
+                resolve(MAX_PENDING_FRAMES)
+            else:
+                for detection, embedding in zip(chosen, extractor.embedder.embed_crops(chips)):
+                    detection.embedding = embedding
         yield frame, time, rgb, detections
     resolve(0)
 

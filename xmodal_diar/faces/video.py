@@ -106,7 +106,9 @@ def video_info(path: PathLike) -> VideoInfo:
         )
 
 
-#: ``on_frame(frame_index, time_s, thumbnail_rgb)``, called for every decoded frame.
+#: ``on_frame(frame_index, time_s, thumbnail_rgb)``, called for every decoded frame (before
+#: that frame is yielded, if sampled); :func:`~xmodal_diar.faces.embedding.iter_frame_detections`
+#: reads a true return value as "a new shot starts here".
 FrameCallback = Callable[[int, float, np.ndarray], object]
 
 
