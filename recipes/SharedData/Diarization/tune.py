@@ -80,7 +80,15 @@ OVERLAP_GRID = {
     "segmentation.min_duration_off": [0.0, 0.2],
     "clustering.refine": [0, 2],
 }
-GRIDS = {"full": GRID, "small": SMALL_GRID, "quality": QUALITY_GRID, "overlap": OVERLAP_GRID}
+#: ``--grid overlap-low``: min_cluster_duration below 3 s at the 5 s hop (see the recipe README)
+OVERLAP_LOW_GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.50, 0.701, 0.05)],
+    "clustering.min_turn_duration": [0.5, 1.0],
+    "clustering.min_cluster_duration": [1.5, 2.0],
+    "segmentation.min_duration_off": [0.2],
+    "clustering.refine": [0, 2],
+}
+GRIDS = {"full": GRID, "small": SMALL_GRID, "quality": QUALITY_GRID, "overlap": OVERLAP_GRID, "overlap-low": OVERLAP_LOW_GRID}
 STOCK_GRID = {
     "clustering.threshold": [round(x, 2) for x in np.arange(0.30, 0.951, 0.05)],
     "clustering.min_cluster_size": [2, 6, 12],
