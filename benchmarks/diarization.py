@@ -7,14 +7,19 @@
    overlap scored, and collar 0.25 with overlap skipped, on pyannote.audio's bundled sample
    (30 s, 2 speakers), ami-debug development (dev00 + dev01, 2 x 30 s of AMI meetings), a
    montage of the 10 shared talking-head clips (9 identities, built here:
-   :func:`talking_head_montage`) and an interview-like case (3 held-out LibriSpeech
-   speakers, short interjections: :func:`interview_case`). None of them is used for tuning
+   :func:`talking_head_montage`), an interview-like case (3 held-out LibriSpeech
+   speakers, short interjections: :func:`interview_case`) and the audio of the video
+   benchmark's rapid-turns montage (4 talking-head identities, 20 turns of about 1 s:
+   :func:`rapid_turns_case`). None of them is used for tuning
    (recipes/SharedData/Diarization/tune.py tunes on ami-debug train + LibriSpeech-train
    conversations). Systems (:func:`der_systems`): ``default`` (the model dir: segmentation-3.0
    local turns), ``classical`` (VAD + change detection, same encoder), ``--compare
    NAME=DIR`` encoders in the default pipeline, and ``stock``: pyannote's
    ``SpeakerDiarization`` with the same segmentation-3.0 and SpeechBrain ECAPA
    (``benchmarks/stock_pyannote.py``, tuned on the same train files).
+   ``ours-ecapa``: our default pipeline with the stock pipeline's weights
+   (``embedding="ecapa-voxceleb"``), tuned on the same train files
+   (:data:`SAME_WEIGHTS_TUNING`), the same-weights comparison with ``stock``.
    ``--systems`` runs some of them; their rows replace those of an existing ``--out``.
 
 2. Real-time factor ``RTF = processing seconds / audio seconds`` and peak memory (the
@@ -174,6 +179,32 @@ def talking_head_montage(root: Optional[Path] = None) -> tuple[dict, "Annotation
     return _file("talking-heads", [load_audio(c) for c in clips], [identity[c.stem] for c in clips])
 
 
+#: benchmarks/video.py's ``rapid_turns``: th01, th02, th06, th08 (clips in that order) in turns of a fifth of a clip
+RAPID_TURNS_CLIPS = ("00002", "00010", "00373", "731200067")
+
+
+def rapid_turns_case(root: Optional[Path] = None, pieces: int = 5) -> tuple[dict, "Annotation", "Timeline"]:
+    """The audio of benchmarks/video.py's ``rapid_turns`` montage: 4 talking-head identities
+    take 20 turns of about 1 s (each clip cut into 5 consecutive fifths, A B C D A B C D ...,
+    hard cuts, no pause); reference labels are ``identities.csv``'s."""
+    import csv
+
+    from xmodal_diar.audio import load_audio
+    from xmodal_diar.shared_data import require_shared_data
+
+    folder = Path(root) if root else require_shared_data("talking-heads")
+    with open(folder / "identities.csv") as fp:
+        identity = {row["clip"]: row["identity"] for row in csv.DictReader(fp)}
+    audio = {clip: load_audio(folder / f"{clip}.mp4") for clip in RAPID_TURNS_CLIPS}
+    waves, labels = [], []
+    for k in range(pieces):
+        for clip in RAPID_TURNS_CLIPS:
+            n = len(audio[clip]) // pieces
+            waves.append(audio[clip][k * n : (k + 1) * n])
+            labels.append(identity[clip])
+    return _file("rapid-turns", waves, labels, pause=0.0)
+
+
 def interview_case(seed: int = 0, rounds: int = 6) -> tuple[dict, "Annotation", "Timeline"]:
     """An interview-like conversation of 3 held-out LibriSpeech speakers (test-other-10x10).
 
@@ -236,7 +267,7 @@ def der_datasets() -> dict:
         datasets[f"ami-debug/{SUBSET}"] = (files, references, uems)
     else:
         _log(f"[der] {database} is absent: ami-debug skipped")
-    for name, build in (("talking-heads", talking_head_montage), ("interview", interview_case)):
+    for name, build in (("talking-heads", talking_head_montage), ("interview", interview_case), ("rapid-turns", rapid_turns_case)):
         try:
             file, reference, uem = build()
         except FileNotFoundError as exc:
@@ -274,12 +305,31 @@ def der_systems(model_dir: Path, compare: dict, stock: bool = True) -> dict:
             f"encoder {_rel(checkpoint)} + the pipeline of {_rel(model_dir)}",
         )
     systems["classical"] = (classical, f"BroadcastDiarization(turns='classical'), encoder of {_rel(model_dir)}")
+    if SAME_WEIGHTS_TUNING.is_file():
+        systems["ours-ecapa"] = (same_weights_pipeline, f"BroadcastDiarization with the stock pipeline's weights "
+                                 f"(embedding='ecapa-voxceleb'), tuned on train: {_rel(SAME_WEIGHTS_TUNING)}")
     if stock:
         sys.path.insert(0, str(HERE))
         from stock_pyannote import REAL_STOCK_KWARGS, real_stock_pipeline
 
         systems["stock"] = (real_stock_pipeline, f"pyannote SpeakerDiarization, segmentation-3.0 + ECAPA, {REAL_STOCK_KWARGS}")
     return systems
+
+
+#: Our pipeline with the stock pipeline's weights (segmentation-3.0 + SpeechBrain ECAPA), tuned on
+#: the same train files as the default: ``python recipes/SharedData/Diarization/tune.py
+#: xmodal_diar/pretrained/default --pipeline embedding=ecapa-voxceleb ... --out`` this file.
+SAME_WEIGHTS_TUNING = HERE / "results" / "ours_ecapa_tuning.json"
+
+
+def same_weights_pipeline():
+    """``ours-ecapa``: BroadcastDiarization(embedding="ecapa-voxceleb", ...) as :data:`SAME_WEIGHTS_TUNING` says."""
+    from xmodal_diar.pipelines import BroadcastDiarization
+
+    report = json.loads(SAME_WEIGHTS_TUNING.read_text())
+    kwargs = dict(report["pipeline"])
+    embedding = kwargs.pop("embedding")
+    return BroadcastDiarization(embedding=embedding, **kwargs).instantiate(report["params"])
 
 
 def read_embedding(model_dir: Path):
@@ -301,12 +351,15 @@ CLASSICAL_PARAMS = {
 
 
 def run_der(
-    model_dir: Path, compare: dict, stock: bool = True, only: Optional[list] = None, save: Optional[Callable] = None
+    model_dir: Path, compare: dict, stock: bool = True, only: Optional[list] = None, save: Optional[Callable] = None,
+    datasets_only: Optional[list] = None,
 ) -> dict:
     """DER rows ``{dataset: {system: row}}``; ``save(rows)`` after each (system, dataset)."""
     from xmodal_diar.eval.diarization import evaluate_diarization
 
     datasets = der_datasets()
+    if datasets_only:
+        datasets = {k: v for k, v in datasets.items() if k in datasets_only}
     results: dict = {}
     for system, (factory, description) in der_systems(model_dir, compare, stock).items():
         if only and system not in only:
@@ -614,8 +667,11 @@ def main(argv: Optional[list] = None) -> dict:
     parser.add_argument("--skip-der", action="store_true", help="speed and memory only")
     parser.add_argument("--skip-speed", action="store_true", help="DER only")
     parser.add_argument("--systems", nargs="+", default=None, metavar="NAME",
-                        help="DER only for these systems (default, classical, stock, --compare names); "
+                        help="DER only for these systems (default, classical, ours-ecapa, stock, --compare names); "
                         "their rows replace those of an existing --out file, the others are kept")
+    parser.add_argument("--datasets", nargs="+", default=None, metavar="NAME",
+                        help="DER only on these sets (pyannote-sample, ami-debug/development, talking-heads, "
+                        "interview, rapid-turns); their rows replace those of an existing --out file")
     parser.add_argument("--no-stock", action="store_true", help="without the stock pipeline (DER and speed)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default: {RESULTS})")
     args = parser.parse_args(argv)
@@ -644,7 +700,7 @@ def main(argv: Optional[list] = None) -> dict:
                          "compare": {k: _rel(v) for k, v in compare.items()}}
         run["models"]["hyper_parameters"] = dict(zip(("pipeline", "params"), read_config(model_dir)))
         if not args.skip_der:
-            der = run_der(model_dir, compare, stock=not args.no_stock, only=args.systems,
+            der = run_der(model_dir, compare, stock=not args.no_stock, only=args.systems, datasets_only=args.datasets,
                           save=lambda rows: merge_results(args.out, command, dict(run, partial=True), rows, None))
             _log("\nDER (pyannote.metrics; 'DER%' = collar 0, overlap scored)\n" + format_der(der) + "\n")
         if not args.skip_speed:

@@ -171,6 +171,55 @@ def test_short_fragments_make_no_ghost_speaker():
     assert len(set(labels(clustering(min_turn_duration=1.0, min_cluster_duration=3.0), e, durations=durations))) == 2
 
 
+def test_short_turns_of_a_third_voice_make_a_speaker_only_together():
+    """short_turns="cluster": short turns far from every centroid found a speaker when they
+    total min_cluster_duration; "assign" (the old rule) puts them in the nearest cluster."""
+    e = blobs()  # 3 voices x 4 turns
+    durations = np.array([3.0] * 8 + [0.8] * 4)  # the third voice only speaks in short turns
+    old = clustering(min_turn_duration=1.0, min_cluster_duration=3.0)
+    assert len(set(labels(old, e, durations=durations))) == 2
+    new = clustering(min_turn_duration=1.0, min_cluster_duration=3.0, short_turns="cluster")
+    assert labels(new, e, durations=durations) == [0] * 4 + [1] * 4 + [2] * 4
+    # one short odd fragment (0.8 s < 3 s) is still no speaker, nor is a forced count exceeded
+    assert len(set(labels(new, e[:9], durations=durations[:9]))) == 2
+    assert len(set(labels(new, e, durations=durations, max_clusters=2))) == 2
+    assert len(set(labels(new, e, durations=durations, num_clusters=2))) == 2
+
+
+def test_refine_ends_on_a_fixed_point_of_nearest_centroids():
+    """refine=R: Lloyd iterations over all turns; the result assigns every turn to the nearest
+    of the (duration-weighted) centroids it returns, which plain assignment need not do."""
+    rng = np.random.default_rng(1)
+    centres = np.eye(3, 8) + 0.35 * rng.standard_normal((3, 8))
+    e = np.concatenate([c + 0.45 * rng.standard_normal((15, 8)) for c in centres])
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    durations = rng.uniform(0.3, 4.0, len(e))
+
+    def nearest(c):
+        clusters, centroids = c(e, durations=durations)
+        return clusters, np.argmax(e @ centroids.T, axis=1)
+
+    clusters, closest = nearest(clustering(threshold=0.7, min_turn_duration=1.0, refine=5))
+    assert (clusters == closest).all()
+    clusters, closest = nearest(clustering(threshold=0.7, min_turn_duration=1.0, refine=0))
+    assert (clusters != closest).any()  # the case where refinement has something to do
+
+
+def test_duplicate_turns_of_overlapping_chunks_share_an_embedding():
+    from xmodal_diar.pipelines.broadcast_diarization import duplicate_turns
+    from xmodal_diar.pipelines.local_turns import LocalTurns
+
+    spans = [(0, 1, Segment(1.0, 3.0)), (0, 0, Segment(4.0, 9.9)), (1, 1, Segment(5.0, 9.0)),
+             (1, 0, Segment(4.02, 9.9)), (1, 2, Segment(9.0, 12.0)), (2, 0, Segment(9.01, 11.98))]
+    turns = LocalTurns(chunk=np.array([c for c, _, _ in spans]), speaker=np.array([k for _, k, _ in spans]),
+                       first=np.zeros(6, int), last=np.ones(6, int), segments=[s for _, _, s in spans],
+                       clean=[[s] for _, _, s in spans], clean_duration=np.array([s.duration for _, _, s in spans]))
+    # (4.02, 9.9) is (4.0, 9.9) of the previous chunk seen again; (5, 9) overlaps it too little;
+    # (9.01, 11.98) of chunk 2 is (9, 12) of chunk 1; nothing matches within its own chunk
+    assert duplicate_turns(turns, 0.9).tolist() == [0, 1, 2, 1, 4, 4]
+    assert duplicate_turns(turns, 1.0).tolist() == list(range(6))
+
+
 def test_distance_offset_changes_every_method():
     # turns 0 and 1 sound alike, turn 2 does not; face evidence (xmodal_diar.pipelines.
     # face_evidence, tested in test_faces_evidence.py) says 0/1 differ and 1/2 are one person

@@ -315,6 +315,32 @@ def merge_short_turns(turns: List[Segment], boundary_scores: List[float], min_du
     return turns
 
 
+def duplicate_turns(turns, min_iou: float = 0.9, lookback: int = 64) -> np.ndarray:
+    """For each local turn, the index of the turn whose embedding it reuses (itself when none).
+
+    With overlapping chunks (``segmentation_step < 1``) one stretch of speech is a local
+    turn of every chunk that sees it. A turn whose span overlaps an earlier turn of ANOTHER
+    chunk with temporal intersection-over-union ``>= min_iou`` is that turn seen again:
+    it reuses that turn's embedding (same audio, give or take a few frames at the edges)
+    instead of embedding it again. Turns cut by a chunk edge differ in span and keep their
+    own embedding. ``turns`` are in start order (:func:`~.local_turns.local_turns`).
+    """
+    n = len(turns)
+    source = np.arange(n)
+    starts = np.array([s.start for s in turns.segments]) if n else np.zeros(0)
+    ends = np.array([s.end for s in turns.segments]) if n else np.zeros(0)
+    for i in range(n):
+        for j in range(i - 1, max(-1, i - lookback), -1):
+            if turns.chunk[j] == turns.chunk[i] or source[j] != j:
+                continue
+            inter = min(ends[i], ends[j]) - max(starts[i], starts[j])
+            union = max(ends[i], ends[j]) - min(starts[i], starts[j])
+            if union > 0 and inter / union >= min_iou:
+                source[i] = j
+                break
+    return source
+
+
 def validate_num_speakers(
     num_speakers: Optional[int] = None, min_speakers: Optional[int] = None, max_speakers: Optional[int] = None
 ) -> tuple:
@@ -415,6 +441,9 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
     min_embedding_duration : shorter pieces are repeat-padded
     max_embedding_duration : default path: only the central ``max_embedding_duration``
         seconds of a turn's clean speech are embedded (None: all of it)
+    duplicate_iou : default path, overlapping chunks (``segmentation_step < 1``): a turn whose
+        span overlaps a turn of another chunk with intersection-over-union at least this
+        reuses that turn's embedding (:func:`duplicate_turns`; None: embed every turn)
     embedding_batch_size, segmentation_batch_size : int
     device, token, cache_dir : as pyannote pipelines
 
@@ -422,7 +451,8 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
     ----------------
     segmentation > min_duration_off (default path)
     vad > ..., change_detection > ..., min_turn_duration, resegmentation_margin (classical)
-    clustering > threshold, linkage | pruning, min_turn_duration, min_cluster_duration
+    clustering > threshold, linkage | pruning, min_turn_duration, min_cluster_duration,
+        short_turns, refine (:mod:`.turn_clustering`)
     face > min_confidence, weight, max_ratio, anchor_confidence
     """
 
@@ -440,6 +470,7 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         max_turn_duration: float = 10.0,
         min_embedding_duration: float = 0.5,
         max_embedding_duration: Optional[float] = None,
+        duplicate_iou: Optional[float] = 0.9,
         embedding_batch_size: int = 8,
         segmentation_batch_size: int = 8,
         device: Optional[Union[str, torch.device]] = None,
@@ -459,6 +490,9 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         self.max_turn_duration = max_turn_duration
         self.min_embedding_duration = min_embedding_duration
         self.max_embedding_duration = max_embedding_duration
+        if duplicate_iou is not None and not 0.0 < duplicate_iou <= 1.0:
+            raise ValueError(f"duplicate_iou must be in (0, 1] or None, got {duplicate_iou}")
+        self.duplicate_iou = duplicate_iou
         self.turns = turns
         self.klustering = clustering
 
@@ -600,17 +634,23 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         hook("embeddings", None, total=1, completed=0)
         embedder = self.embedder
         cap = int(self.max_embedding_duration * SAMPLE_RATE) if self.max_embedding_duration else None
+        source = duplicate_turns(turns, self.duplicate_iou) if self.duplicate_iou else np.arange(len(turns))
+        unique = np.flatnonzero(source == np.arange(len(turns)))
         embeddings = embedder.pieces(
-            TurnPieces(waveform, turns.clean, cap),
+            TurnPieces(waveform, [turns.clean[i] for i in unique], cap),
             progress=lambda done, total: hook("embeddings", None, total=total, completed=done),
         )
+        if len(unique) < len(turns) and len(embeddings):
+            row = np.zeros(len(turns), dtype=int)
+            row[unique] = np.arange(len(unique))
+            embeddings = embeddings[row[source]]
         hook("embeddings", embeddings)
         result = (segmentations, count, turns, embeddings)
         if self.training:
             file[CACHED_TURNS] = result
         return result
 
-    def cluster(self, embeddings, durations, segments, file, face_evidence, bounds) -> tuple:
+    def cluster(self, embeddings, durations, segments, file, face_evidence, bounds, speech=None) -> tuple:
         """``(clusters, centroids)`` of the turns, with face evidence as a distance offset."""
         if face_evidence is None and "face_evidence" in file:
             face_evidence = file["face_evidence"]
@@ -624,7 +664,7 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
         num, lo, hi = bounds
         return self.clustering(
             embeddings, durations=durations, **options,
-            num_clusters=num, min_clusters=lo, max_clusters=None if hi == np.inf else hi,
+            num_clusters=num, min_clusters=lo, max_clusters=None if hi == np.inf else hi, speech=speech,
         )
 
     # ------------------------------------------------------------------- apply
@@ -666,7 +706,11 @@ class BroadcastDiarization(SpeakerDiarizationMixin, Pipeline):
             face_evidence = file["face_evidence"]
         if face_evidence is not None:
             turns, embeddings = self.split_at_face_changes(segmentations, turns, embeddings, waveform, face_evidence)
-        clusters, centroids = self.cluster(embeddings, turns.clean_duration, turns.segments, file, face_evidence, bounds)
+        # each moment is a turn of 1 / segmentation_step chunks: counted once in cluster durations
+        clusters, centroids = self.cluster(
+            embeddings, turns.clean_duration, turns.segments, file, face_evidence, bounds,
+            speech=turns.clean_duration * self.segmentation_step,
+        )
         hook("clustering", clusters)
         # never more speakers at once than allowed, nor than clusters found (no ghost speaker)
         cap = int(min(bounds[2], len(centroids), np.iinfo(np.int8).max))  # count.data is uint8

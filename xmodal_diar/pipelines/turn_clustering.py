@@ -23,6 +23,24 @@ Turns flagged ``anchored`` (confidently paired with a face, see
 :mod:`.face_evidence`) are clustered whatever their duration: there the face evidence,
 not the short turn's voice, holds them to their speaker.
 
+Two optional passes (hyper-parameters; their defaults, ``"assign"`` and ``0``, keep the
+behaviour above):
+
+- ``short_turns="cluster"``: a duration-aware rule for the short turns. A short turn
+  whose cosine distance to every centroid exceeds ``threshold`` (it would not have joined
+  any cluster) is an outlier; the outliers are clustered among themselves (same linkage,
+  same ``threshold``) and a group becomes a new speaker when its turns total at least
+  ``min_cluster_duration`` seconds (so several short turns, not one, make a speaker, as
+  pyannote's ``min_cluster_size`` requires several embeddings); the other outliers are
+  assigned as before. Needs a ``threshold`` (agglomerative, VBx); spectral assigns.
+- ``refine=R``: ``R`` Lloyd (k-means) iterations over ALL turns started from that
+  partition: duration-weighted centroids of the current clusters, then every turn to the
+  nearest one (cosine distance plus its mean ``distance_offset`` to the members); clusters
+  left empty are dropped (never below ``min_clusters``). AHC followed by a k-means
+  refinement, the resegmentation idea of VBx (Landini et al. 2022, sec. 3) with hard
+  assignments; it lets the short turns shape the centroids and moves long turns that
+  average linkage left in a worse cluster.
+
 The number of speakers: ``num_clusters`` forces it (``fcluster(..., "maxclust")`` /
 k-means with that ``k``); otherwise the algorithm decides within ``[min_clusters,
 max_clusters]``. Bounds are clipped to the number of turns by pyannote's
@@ -35,14 +53,15 @@ from typing import Optional, Tuple
 
 import numpy as np
 from pyannote.audio.pipelines.clustering import BaseClustering
-from pyannote.pipeline.parameter import Categorical, Uniform
+from pyannote.pipeline.parameter import Categorical, Integer, Parameter, Uniform
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.cluster.vq import kmeans2
 from scipy.spatial.distance import cdist, squareform
 
 LINKAGE_METHODS = ("average", "complete", "single", "weighted")
 METHODS = ("agglomerative", "spectral")
-COMMON_PARAMETERS = {"min_turn_duration": 1.0, "min_cluster_duration": 3.0}
+COMMON_PARAMETERS = {"min_turn_duration": 1.0, "min_cluster_duration": 3.0, "short_turns": "assign", "refine": 0}
+SHORT_TURNS = ("assign", "cluster")
 DEFAULT_PARAMETERS = {
     "agglomerative": {"threshold": 0.7, "linkage": "average", **COMMON_PARAMETERS},
     "spectral": {"pruning": 0.3, **COMMON_PARAMETERS},
@@ -112,7 +131,10 @@ class TurnClustering(BaseClustering):
     threshold, linkage : agglomerative only (stopping cosine distance, linkage method)
     pruning : spectral only (fraction of each affinity row kept)
     min_turn_duration : shorter turns are not clustered, only assigned to a centroid
+        (or, with ``short_turns="cluster"``, grouped when far from every centroid)
     min_cluster_duration : smaller clusters are dissolved (no ghost speakers)
+    short_turns : {"assign", "cluster"} (see module docstring)
+    refine : int in [0, 5], k-means iterations over all turns after the clustering
     """
 
     expects_num_clusters: bool = False
@@ -127,8 +149,13 @@ class TurnClustering(BaseClustering):
             self.linkage = Categorical(list(LINKAGE_METHODS))
         else:
             self.pruning = Uniform(0.05, 1.0)
+        self._common_hyper_parameters()
+
+    def _common_hyper_parameters(self) -> None:
         self.min_turn_duration = Uniform(0.0, 4.0)
         self.min_cluster_duration = Uniform(0.0, 30.0)
+        self.short_turns = Categorical(list(SHORT_TURNS))
+        self.refine = Integer(0, 5)
 
     def default_parameters(self) -> dict:
         return dict(DEFAULT_PARAMETERS[self.method])
@@ -160,12 +187,17 @@ class TurnClustering(BaseClustering):
         min_clusters: Optional[int] = None,
         max_clusters: Optional[int] = None,
         anchored: Optional[np.ndarray] = None,
+        speech: Optional[np.ndarray] = None,
     ) -> Tuple[np.ndarray, np.ndarray]:
         """``(clusters (N,), centroids (K, D))`` of ``(N, D)`` embeddings; clusters by first appearance.
 
         ``durations`` (N,): seconds each turn's embedding stands for (default 1 each);
         ``distance_offset`` (N, N): face evidence added to the cosine distances;
-        ``anchored`` (N,) bool: turns clustered even when shorter than ``min_turn_duration``.
+        ``anchored`` (N,) bool: turns clustered even when shorter than ``min_turn_duration``;
+        ``speech`` (N,): seconds each turn adds to its cluster's total, which
+        ``min_cluster_duration`` bounds (default ``durations``). With overlapping chunks a
+        moment of speech is a turn of every chunk that sees it, so the pipeline passes
+        ``durations x segmentation_step`` to count it once.
         """
         embeddings = np.asarray(embeddings, dtype=np.float64)
         if embeddings.ndim != 2 or not np.isfinite(embeddings).all():
@@ -175,9 +207,11 @@ class TurnClustering(BaseClustering):
             return np.zeros(0, dtype=int), np.zeros((0, embeddings.shape[1]))
         durations = np.ones(n) if durations is None else np.asarray(durations, dtype=np.float64)
         offset = None if distance_offset is None else np.asarray(distance_offset, dtype=np.float64)
-        if durations.shape != (n,) or (offset is not None and offset.shape != (n, n)):
+        speech = durations if speech is None else np.asarray(speech, dtype=np.float64)
+        if durations.shape != (n,) or (offset is not None and offset.shape != (n, n)) or speech.shape != (n,):
             raise ValueError(
-                f"turn clustering: durations {durations.shape} and distance_offset {getattr(offset, 'shape', None)} must be ({n},) and ({n}, {n})"
+                f"turn clustering: durations {durations.shape}, speech {speech.shape} and distance_offset "
+                f"{getattr(offset, 'shape', None)} must be ({n},), ({n},) and ({n}, {n})"
             )
         # (N, N) float64, in place: no zero offset, no extra copies (the sum with its transpose buffers one)
         distances = cdist(embeddings, embeddings, metric="cosine")
@@ -199,6 +233,7 @@ class TurnClustering(BaseClustering):
             long = np.zeros(n, dtype=bool)
             long[np.argsort(-durations)[: min(2, n)]] = True
         index = np.flatnonzero(long)
+        speakers_cap = np.inf if max_clusters is None else max_clusters  # before clipping to the long turns
         num_clusters, min_clusters, max_clusters = self.set_num_clusters(
             len(index), num_clusters=num_clusters, min_clusters=min_clusters, max_clusters=max_clusters
         )
@@ -210,7 +245,7 @@ class TurnClustering(BaseClustering):
         if num_clusters is None:
             while True:
                 ids, sizes = np.unique(clusters, return_inverse=False), None
-                sizes = np.array([durations[index][clusters == c].sum() for c in ids])
+                sizes = np.array([speech[index][clusters == c].sum() for c in ids])
                 small = ids[sizes < self.min_cluster_duration]
                 if len(ids) <= max(min_clusters, 1) or len(small) == 0:
                     break
@@ -224,12 +259,64 @@ class TurnClustering(BaseClustering):
         # every turn to the nearest centroid of the long turns' clusters
         centroids = cluster_centroids(embeddings[index], clusters, durations[index])
         k = len(centroids)
-        nearest = cdist(embeddings, centroids, metric="cosine")
+        to_centroids = cdist(embeddings, centroids, metric="cosine")
         if offset is not None:
-            nearest += np.stack([offset[:, index[clusters == c]].mean(axis=1) for c in range(k)], axis=1)
-        assigned = np.argmin(nearest, axis=1)
+            to_centroids += np.stack([offset[:, index[clusters == c]].mean(axis=1) for c in range(k)], axis=1)
+        assigned = np.argmin(to_centroids, axis=1)
         assigned[index] = clusters
+        if num_clusters is None and self._value("short_turns") == "cluster" and hasattr(self, "threshold"):
+            assigned = self._cluster_short_turns(assigned, long, to_centroids, distances, speech, speakers_cap)
+        for _ in range(int(self._value("refine"))):
+            refined = self._refine(embeddings, assigned, durations, offset)
+            if np.array_equal(refined, assigned) or len(np.unique(refined)) < max(min_clusters, 1):
+                break
+            assigned = refined
+        assigned = np.unique(assigned, return_inverse=True)[1]
+        centroids = cluster_centroids(embeddings, assigned, durations) if self.refine_centroids_from_all else centroids
         # relabel by first appearance, dropping clusters left empty
         labels = relabel_by_first_appearance(assigned)
         order = [assigned[np.flatnonzero(labels == r)[0]] for r in range(labels.max() + 1)]
         return labels, centroids[order]
+
+    @property
+    def refine_centroids_from_all(self) -> bool:
+        """Whether the returned centroids are those of all the turns (after either pass)."""
+        return int(self._value("refine")) > 0 or self._value("short_turns") == "cluster"
+
+    def _value(self, name: str):
+        """A hyper-parameter of :data:`COMMON_PARAMETERS`, its default when not instantiated
+        (a TurnClustering instantiated with only the older keys behaves as before)."""
+        value = getattr(self, name, None)
+        return COMMON_PARAMETERS[name] if value is None or isinstance(value, Parameter) else value
+
+    def _cluster_short_turns(
+        self, assigned: np.ndarray, long: np.ndarray, to_centroids: np.ndarray, distances: np.ndarray,
+        speech: np.ndarray, max_clusters: float,
+    ) -> np.ndarray:
+        """``short_turns="cluster"``: short turns far from every centroid may found new clusters."""
+        outliers = np.flatnonzero(~long & (to_centroids.min(axis=1) > self.threshold))
+        if len(outliers) < 2:
+            return assigned
+        sub = distances[np.ix_(outliers, outliers)]
+        method = getattr(self, "linkage", "average")
+        groups = fcluster(linkage(squareform(sub, checks=False), method=method), self.threshold, criterion="distance")
+        assigned = assigned.copy()
+        next_label = int(assigned.max()) + 1
+        sizes = {g: speech[outliers[groups == g]].sum() for g in np.unique(groups)}
+        for g in sorted(sizes, key=lambda g: -sizes[g]):
+            if sizes[g] < self.min_cluster_duration or next_label >= max_clusters:
+                continue
+            assigned[outliers[groups == g]] = next_label
+            next_label += 1
+        return assigned
+
+    @staticmethod
+    def _refine(embeddings: np.ndarray, assigned: np.ndarray, durations: np.ndarray, offset: Optional[np.ndarray]) -> np.ndarray:
+        """One k-means step: duration-weighted centroids of ``assigned``, every turn to the nearest."""
+        ids = np.unique(assigned)
+        _, dense = np.unique(assigned, return_inverse=True)
+        centroids = cluster_centroids(embeddings, dense, np.maximum(durations, 1e-3))
+        to_centroids = cdist(embeddings, centroids, metric="cosine")
+        if offset is not None:
+            to_centroids += np.stack([offset[:, assigned == c].mean(axis=1) for c in ids], axis=1)
+        return np.argmin(to_centroids, axis=1)

@@ -118,7 +118,7 @@ class VBxClustering(TurnClustering):
         Scale of the PLDA likelihoods (acoustic scaling).
     Fb : float in [0.01, 15]
         Speaker regularisation: larger values mean fewer speakers.
-    min_turn_duration, min_cluster_duration : as ``TurnClustering``
+    min_turn_duration, min_cluster_duration, short_turns, refine : as ``TurnClustering``
     """
 
     expects_num_clusters: bool = False
@@ -130,8 +130,7 @@ class VBxClustering(TurnClustering):
         self.threshold = Uniform(0.0, 2.0)
         self.Fa = Uniform(0.01, 0.5)
         self.Fb = Uniform(0.01, 15.0)
-        self.min_turn_duration = Uniform(0.0, 4.0)
-        self.min_cluster_duration = Uniform(0.0, 30.0)
+        self._common_hyper_parameters()
 
     def default_parameters(self) -> dict:
         return dict(DEFAULT_PARAMETERS)

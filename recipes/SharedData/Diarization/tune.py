@@ -2,6 +2,8 @@
 """Tune the diarization pipelines on TRAIN files only, by grid search.
 
     python tune.py MODEL_DIR [--conversations 8] [--write]        # BroadcastDiarization of MODEL_DIR
+    python tune.py MODEL_DIR --pipeline KEY=VALUE ... --out OUT.json  # its pipeline with other constructor args
+    python tune.py MODEL_DIR --write-from A.json B.json ...          # the lowest-train-loss report into MODEL_DIR
     python tune.py --stock OUT.json [--conversations 8]            # stock pyannote SpeakerDiarization
 
 Tuning set: the TRAIN subset (``trn00``..``trn09``) of the ami-debug protocol
@@ -20,6 +22,11 @@ segmentation and embeddings are computed once per file and cached in the file di
 - ours: ``clustering.threshold`` x ``clustering.min_turn_duration`` x
   ``clustering.min_cluster_duration`` x ``segmentation.min_duration_off``; ``--write``
   stores the best in ``MODEL_DIR/config.yaml`` and the report in ``MODEL_DIR/tuning.json``;
+  ``--grid quality`` / ``overlap`` add ``clustering.short_turns`` and ``clustering.refine``
+  (:mod:`xmodal_diar.pipelines.turn_clustering`); ``--pipeline KEY=VALUE`` changes a
+  constructor argument (``segmentation_step=0.5``, ``embedding=ecapa-voxceleb``), ``--out``
+  keeps the report, and ``--write-from`` writes the report of lowest train loss among
+  several (the selection between pipelines, e.g. segmentation steps, on train only);
 - ``--stock``: :func:`benchmarks.stock_pyannote.real_stock_pipeline` (segmentation-3.0 +
   SpeechBrain ECAPA, agglomerative clustering): ``clustering.threshold`` x
   ``clustering.min_cluster_size``; the report (with the best values) goes to ``OUT.json``,
@@ -54,6 +61,34 @@ SMALL_GRID = {
     "clustering.min_cluster_duration": [3.0],
     "segmentation.min_duration_off": [0.0, 0.2],
 }
+#: ``--grid quality``: the small grid's threshold x min_turn_duration x min_duration_off, plus
+#: the short-turn rule and the k-means refinement of TurnClustering (issue #9).
+QUALITY_GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.45, 0.851, 0.05)],
+    "clustering.min_turn_duration": [0.5, 1.0],
+    "clustering.min_cluster_duration": [3.0],
+    "segmentation.min_duration_off": [0.0, 0.2],
+    "clustering.short_turns": ["assign", "cluster"],
+    "clustering.refine": [0, 2],
+}
+#: ``--grid overlap``: for overlapping chunks (``segmentation_step < 1``), lower thresholds and
+#: min_cluster_duration {3, 6} s (the quality grid's best threshold there was its lowest, 0.45).
+OVERLAP_GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.35, 0.701, 0.05)],
+    "clustering.min_turn_duration": [0.5, 1.0],
+    "clustering.min_cluster_duration": [3.0, 6.0],
+    "segmentation.min_duration_off": [0.0, 0.2],
+    "clustering.refine": [0, 2],
+}
+#: ``--grid overlap-low``: min_cluster_duration below 3 s at the 5 s hop (see the recipe README)
+OVERLAP_LOW_GRID = {
+    "clustering.threshold": [round(x, 2) for x in np.arange(0.50, 0.701, 0.05)],
+    "clustering.min_turn_duration": [0.5, 1.0],
+    "clustering.min_cluster_duration": [1.5, 2.0],
+    "segmentation.min_duration_off": [0.2],
+    "clustering.refine": [0, 2],
+}
+GRIDS = {"full": GRID, "small": SMALL_GRID, "quality": QUALITY_GRID, "overlap": OVERLAP_GRID, "overlap-low": OVERLAP_LOW_GRID}
 STOCK_GRID = {
     "clustering.threshold": [round(x, 2) for x in np.arange(0.30, 0.951, 0.05)],
     "clustering.min_cluster_size": [2, 6, 12],
@@ -160,6 +195,65 @@ def grid_search(pipeline, files: list, grid: dict, base: dict) -> tuple[dict, fl
     return merge(base, nested({k: best[k] for k in keys})), best["der"], points, base_loss
 
 
+def build_pipeline(model_dir: Path, overrides: list) -> tuple:
+    """``(pipeline, constructor arguments)``: MODEL_DIR's config.yaml with ``KEY=VALUE`` overrides.
+
+    The arguments keep ``embedding`` as written in config.yaml (``$model/...``), for ``--write``.
+    """
+    import yaml
+
+    from xmodal_diar.pipelines import BroadcastDiarization
+
+    config = yaml.safe_load((model_dir / "config.yaml").read_text())
+    constructor = dict(config["pipeline"]["params"])
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--pipeline {item}: expected KEY=VALUE")
+        constructor[key] = yaml.safe_load(value)
+    kwargs = dict(constructor)
+    embedding = kwargs.pop("embedding")
+    if str(embedding).startswith("$model/"):
+        embedding = str(model_dir / embedding[len("$model/") :])
+    pipeline = BroadcastDiarization(embedding=embedding, **kwargs)
+    pipeline.instantiate(config.get("params", {}))
+    return pipeline, constructor
+
+
+def write_best(model_dir: Path, reports: list, argv: list) -> int:
+    """``--write-from``: the report of lowest train loss (``after.train``) into ``model_dir``."""
+    from xmodal_diar.pipelines import write_pipeline_config
+
+    loaded = [json.loads(Path(r).read_text()) for r in reports]
+    for path, report in zip(reports, loaded):
+        if "pipeline" not in report:
+            raise SystemExit(f"{path}: not a report of tune.py MODEL_DIR --out (no 'pipeline')")
+        if (report["tuning_files"], report["metric"]) != (loaded[0]["tuning_files"], loaded[0]["metric"]):
+            raise SystemExit(f"{path}: tuned on other files or with another objective than {reports[0]}")
+        print(f"{path}: train {report['after']['train']:.4f}, development {report['after']['development']:.4f}, "
+              f"pipeline {report['pipeline']}")
+    best = min(range(len(loaded)), key=lambda k: loaded[k]["after"]["train"])
+    report = dict(loaded[best])
+    report["selected_by"] = {
+        "command": "python recipes/SharedData/Diarization/tune.py " + " ".join(str(a) for a in argv),
+        "rule": "lowest train loss",
+        "candidates": {_rel(p): {"train": r["after"]["train"], "development": r["after"]["development"],
+                                 "pipeline": r["pipeline"]} for p, r in zip(reports, loaded)},
+    }
+    kwargs = {k: v for k, v in report["pipeline"].items() if k != "embedding"}
+    write_pipeline_config(model_dir, report["params"], embedding=report["pipeline"]["embedding"], **kwargs)
+    (model_dir / "tuning.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(f"chose {reports[best]}; written {model_dir / 'config.yaml'} and tuning.json")
+    return 0
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_dir", type=Path, nargs="?")
@@ -167,12 +261,25 @@ def main(argv=None) -> int:
     parser.add_argument("--conversations", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--objective", choices=("total", "mean"), default="total", help="see OBJECTIVE")
-    parser.add_argument("--grid", choices=("full", "small"), default="full",
-                        help="small: threshold 0.50-0.80 x min_turn_duration {1, 2} x min_duration_off {0, 0.2}")
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="full",
+                        help="small: threshold 0.50-0.80 x min_turn_duration {1, 2} x min_duration_off {0, 0.2}; "
+                        "quality: threshold 0.45-0.85 x min_turn_duration {0.5, 1} x min_duration_off {0, 0.2} "
+                        "x short_turns {assign, cluster} x refine {0, 2}; overlap: threshold 0.35-0.70 x min_turn_duration {0.5, 1} "
+                        "x min_cluster_duration {3, 6} x min_duration_off {0, 0.2} x refine {0, 2}")
+    parser.add_argument("--pipeline", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="BroadcastDiarization constructor arguments replacing MODEL_DIR's (VALUE read as YAML), "
+                        "e.g. segmentation_step=0.5 embedding=ecapa-voxceleb")
+    parser.add_argument("--out", type=Path, default=None, metavar="OUT.json",
+                        help="write the report (with the constructor arguments) there; --write also writes config.yaml")
     parser.add_argument("--write", action="store_true", help="write the tuned values into MODEL_DIR/config.yaml")
+    parser.add_argument("--write-from", nargs="+", type=Path, default=None, metavar="REPORT.json",
+                        help="no tuning: of these --out reports (same tuning files and objective), write the one "
+                        "with the lowest train loss into MODEL_DIR (config.yaml + tuning.json)")
     args = parser.parse_args(argv)
     if (args.model_dir is None) == (args.stock is None):
         parser.error("give either MODEL_DIR or --stock OUT.json")
+    if args.write_from:
+        return write_best(args.model_dir, args.write_from, argv if argv is not None else sys.argv[1:])
 
     import torch
 
@@ -188,10 +295,8 @@ def main(argv=None) -> int:
         pipeline = real_stock_pipeline()
         grid = STOCK_GRID
     else:
-        from xmodal_diar.pipelines import load_pipeline
-
-        pipeline = load_pipeline(args.model_dir)
-        grid = GRID if args.grid == "full" else SMALL_GRID
+        pipeline, constructor = build_pipeline(args.model_dir, args.pipeline)
+        grid = GRIDS[args.grid]
     initial = pipeline.parameters(instantiated=True)
     before_dev = total_der(pipeline, development, initial)
     tuned, train_loss, points, before_train = grid_search(pipeline, train, grid, initial)
@@ -208,6 +313,12 @@ def main(argv=None) -> int:
         "points": points,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2, default=float), flush=True)
+    if not args.stock:
+        report["pipeline"] = constructor
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        print(f"written {args.out}")
     if args.stock:
         report["pipeline"] = REAL_STOCK_KWARGS
         args.stock.parent.mkdir(parents=True, exist_ok=True)
@@ -218,9 +329,8 @@ def main(argv=None) -> int:
 
         from xmodal_diar.pipelines import write_pipeline_config
 
-        config = yaml.safe_load((args.model_dir / "config.yaml").read_text())
-        kwargs = {k: v for k, v in config["pipeline"]["params"].items() if k != "embedding"}
-        write_pipeline_config(args.model_dir, tuned, embedding=config["pipeline"]["params"]["embedding"], **kwargs)
+        kwargs = {k: v for k, v in constructor.items() if k != "embedding"}
+        write_pipeline_config(args.model_dir, tuned, embedding=constructor["embedding"], **kwargs)
         (args.model_dir / "tuning.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(f"written {args.model_dir / 'config.yaml'} and tuning.json")
     return 0
