@@ -122,3 +122,22 @@ def test_from_pretrained_default_dir_offline(monkeypatch, tmp_path):
         BroadcastDiarization(embedding=pipeline._embedding_model, turns="vad")
     with pytest.raises(ValueError, match="segmentation_step"):
         BroadcastDiarization(embedding=pipeline._embedding_model, segmentation_step=0.0)
+
+
+def test_a_turn_embedding_does_not_depend_on_its_batch(default):
+    """Zero padding masked by the model's frame weights: the same turn gets the same embedding
+    alone, beside a longer turn, at any batch size (tiling to the batch's longest turn did not:
+    the interview case's speaker count changed with embedding_batch_size)."""
+    from xmodal_diar.audio import load_audio
+
+    waveform = load_audio(str(SAMPLE / "sample.wav"))
+    short, longer, tiny = waveform[16000 * 3 : 16000 * 5], waveform[16000 * 10 : 16000 * 16], waveform[:4000]
+    embedder = default.embedder
+    assert embedder.takes_weights
+    alone = embedder.forward([short])[0]
+    in_batch = embedder.forward([longer, short, tiny])
+    assert float(alone @ in_batch[1]) > 0.9999
+    assert float(embedder.forward([tiny])[0] @ in_batch[2]) > 0.9999
+    embedder.takes_weights = False  # the tiling fallback: what the mask removes
+    tiled = embedder.forward([longer, short])[1]
+    assert float(alone @ tiled) < 0.9999

@@ -53,3 +53,24 @@ def test_write_from_picks_the_lowest_train_loss(tmp_path):
     other.write_text(json.dumps(report(1.0, 0.5, 0.1, files=("dev00",))))
     with pytest.raises(SystemExit, match="other files"):
         tune.main([str(model_dir), "--write-from", str(paths[0]), str(other)])
+
+
+def test_flat_train_loss_keeps_the_median_threshold_of_the_tied_range():
+    """--flat: a 0.0008 lead of one threshold in a flat range is noise; the kept threshold is
+    the middle of the tied range (real case: tuning/campplus_step1.json), else the lowest loss."""
+    points = [
+        {"clustering.threshold": t, "clustering.min_turn_duration": m, "der": d}
+        for t, m, d in [(0.5, 0.5, 0.2936), (0.55, 0.5, 0.2904), (0.6, 0.5, 0.2904), (0.6, 1.0, 0.2910),
+                        (0.65, 0.5, 0.2896), (0.7, 0.5, 0.2901), (0.75, 0.5, 0.2955)]
+    ]
+    keys = ["clustering.threshold", "clustering.min_turn_duration"]
+    try:
+        tune.FLAT["tolerance"] = 0.0
+        assert tune.select(points, keys)["clustering.threshold"] == 0.65
+        tune.FLAT["tolerance"] = 0.001
+        kept = tune.select(points, keys)
+        assert (kept["clustering.threshold"], kept["clustering.min_turn_duration"]) == (0.6, 0.5)
+        tune.FLAT["tolerance"] = 0.00001
+        assert tune.select(points, keys)["clustering.threshold"] == 0.65
+    finally:
+        tune.FLAT["tolerance"] = 0.0

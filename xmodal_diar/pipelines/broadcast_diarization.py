@@ -150,10 +150,13 @@ def release_freed_memory() -> None:
 class TurnEmbedder:
     """Batched embeddings of waveform segments by any turn encoder.
 
-    Segments of a batch are brought to the same length by zero padding with relative
-    lengths when the model's ``forward`` takes ``wav_lens``, else by repeat padding
-    (tiling), which leaves average-pooled statistics nearly unchanged. Segments are
-    sorted by length first, so a batch holds similar lengths.
+    Segments of a batch are brought to the same length by zero padding that the model
+    masks out when its ``forward`` takes ``wav_lens`` (relative lengths) or, for a pyannote
+    embedding model, frame ``weights`` (1 on a segment's samples, 0 on its padding): each
+    segment's embedding is then the same whatever batch it falls in. Other models get
+    repeat padding (tiling), which leaves average-pooled statistics nearly unchanged.
+    Segments shorter than ``min_duration`` are tiled to it first. Segments are sorted by
+    length, so a batch holds similar lengths.
     """
 
     def __init__(self, model: nn.Module, batch_size: int = 32, min_duration: float = 0.5, max_duration: float = 10.0):
@@ -163,9 +166,13 @@ class TurnEmbedder:
         self.max_duration = max_duration
         self.pyannote = isinstance(model, Model)
         try:
-            self.takes_lengths = "wav_lens" in inspect.signature(model.forward).parameters
+            parameters = inspect.signature(model.forward).parameters
         except (TypeError, ValueError):
-            self.takes_lengths = False
+            parameters = {}
+        self.takes_lengths = "wav_lens" in parameters
+        # a pyannote embedding model taking frame ``weights`` (ours, the stock WeSpeaker ones):
+        # padding masked out, so each turn's embedding does not depend on its batch
+        self.takes_weights = self.pyannote and not self.takes_lengths and "weights" in parameters
 
     @property
     def device(self) -> torch.device:
@@ -179,7 +186,9 @@ class TurnEmbedder:
         wavs = torch.zeros(len(pieces), length)
         lengths = torch.ones(len(pieces))
         for i, p in enumerate(pieces):
-            if self.takes_lengths and p.shape[-1] >= self.min_samples:
+            if self.takes_lengths or self.takes_weights:  # zero padding, masked: batch-independent
+                if p.shape[-1] < self.min_samples:
+                    p = p.repeat(math.ceil(self.min_samples / p.shape[-1]))[: self.min_samples]
                 wavs[i, : p.shape[-1]] = p
                 lengths[i] = p.shape[-1] / length
             else:
@@ -187,6 +196,9 @@ class TurnEmbedder:
         wavs, lengths = wavs.to(self.device), lengths.to(self.device)
         if self.pyannote and self.takes_lengths:
             out = self.model(wavs[:, None], wav_lens=lengths)
+        elif self.takes_weights:
+            mask = torch.arange(length, device=wavs.device)[None] < (lengths * length).round()[:, None]
+            out = self.model(wavs[:, None], weights=mask.float())
         elif self.pyannote:
             out = self.model(wavs[:, None])
         elif self.takes_lengths:

@@ -178,8 +178,25 @@ def total_der(pipeline, files: list, params: dict) -> float:
     return abs(metric) if OBJECTIVE["value"] == "total" else float(np.mean(per_file))
 
 
+#: ``--flat TOL``: when the train loss is flat (several thresholds within TOL of the best),
+#: the lowest loss among them is noise; take the MEDIAN threshold of that flat range (the
+#: lower middle one), the furthest from both of its edges, and the best point at it.
+FLAT = {"tolerance": 0.0}
+
+
+def select(points: list, keys: list) -> dict:
+    """The grid point kept: the lowest loss, or the best at the median threshold of the flat range (:data:`FLAT`)."""
+    best = min(points, key=lambda p: p["der"])
+    tolerance = FLAT["tolerance"]
+    if tolerance <= 0 or "clustering.threshold" not in keys:
+        return best
+    flat = sorted({p["clustering.threshold"] for p in points if p["der"] <= best["der"] + tolerance})
+    middle = flat[(len(flat) - 1) // 2]
+    return min((p for p in points if p["clustering.threshold"] == middle), key=lambda p: p["der"])
+
+
 def grid_search(pipeline, files: list, grid: dict, base: dict) -> tuple[dict, float, list, float]:
-    """Best ``params`` (``base`` updated by one grid point), its loss, every point's loss, ``base``'s loss."""
+    """Kept ``params`` (``base`` updated by one grid point, :func:`select`), its loss, every point's loss, ``base``'s loss."""
     pipeline.training = True  # cache segmentation + embeddings in the file dicts
     started = time.perf_counter()
     base_loss = total_der(pipeline, files, base)  # also fills the caches
@@ -189,7 +206,7 @@ def grid_search(pipeline, files: list, grid: dict, base: dict) -> tuple[dict, fl
         flat = dict(zip(keys, values))
         loss = total_der(pipeline, files, merge(base, nested(flat)))
         points.append({**flat, "der": loss})
-    best = min(points, key=lambda p: p["der"])
+    best = select(points, keys)
     print(f"grid of {len(points)} points in {time.perf_counter() - started:.0f} s; best {best}", flush=True)
     pipeline.training = False
     return merge(base, nested({k: best[k] for k in keys})), best["der"], points, base_loss
@@ -271,6 +288,8 @@ def main(argv=None) -> int:
                         "e.g. segmentation_step=0.5 embedding=ecapa-voxceleb")
     parser.add_argument("--out", type=Path, default=None, metavar="OUT.json",
                         help="write the report (with the constructor arguments) there; --write also writes config.yaml")
+    parser.add_argument("--flat", type=float, default=0.0, metavar="TOL",
+                        help="train DER (fraction) within which thresholds count as tied: keep their median (see FLAT)")
     parser.add_argument("--write", action="store_true", help="write the tuned values into MODEL_DIR/config.yaml")
     parser.add_argument("--write-from", nargs="+", type=Path, default=None, metavar="REPORT.json",
                         help="no tuning: of these --out reports (same tuning files and objective), write the one "
@@ -286,6 +305,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     OBJECTIVE["value"] = args.objective
+    FLAT["tolerance"] = args.flat
     train, development = tuning_files(args.conversations)
     command = "python recipes/SharedData/Diarization/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
@@ -310,6 +330,7 @@ def main(argv=None) -> int:
         "before": {"train": before_train, "development": before_dev},
         "after": {"train": train_loss, "development": after_dev},
         "metric": f"DER, collar 0, overlap scored ({args.objective} over the files)",
+        "point_selected_by": "lowest train loss" if args.flat <= 0 else f"median threshold of those within {args.flat} of the lowest train loss",
         "points": points,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2, default=float), flush=True)
