@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import time
 from pathlib import Path
+
+from xmodal_diar.outputs import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "face_sampling.json"
 
@@ -94,8 +95,7 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
         "settings": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"-> {args.out}")
     return 0
 

@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from xmodal_diar.outputs import write_json
+
 RESULTS = Path(__file__).resolve().parent / "results" / "face_speed.json"
 HERE = Path(__file__).resolve().parent
 
@@ -102,8 +104,7 @@ def main(argv=None) -> int:
         "montages": rows,
         "duration_weighted_cpu_s_per_video_s": total,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"duration-weighted CPU s per video s: {total} -> {args.out}")
     return 0
 

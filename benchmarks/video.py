@@ -29,10 +29,11 @@ per montage next to the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
+
+from xmodal_diar.outputs import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "video.json"
 
@@ -156,8 +157,7 @@ def main(argv=None) -> int:
         "total": total,
         "worst_change_points": round(worst, 2),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"-> {args.out}")
     return 0
 

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -162,3 +163,13 @@ def remove_temporaries(folder: PathLike, name: str = "*") -> int:
             tmp.unlink()
             removed += 1
     return removed
+
+
+def write_json(path: PathLike, data) -> Path:
+    """``data`` as indented JSON at ``path`` (parents created), all or nothing: a benchmark's
+    or a command's report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as fp:
+        fp.write(json.dumps(data, indent=2) + "\n")
+    return path
