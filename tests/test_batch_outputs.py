@@ -41,3 +41,31 @@ def test_remove_temporaries_only_removes_what_atomic_write_leaves(tmp_path):
     assert remove_temporaries(tmp_path, "dev00.*") == 1
     assert remove_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["dev00.rttm"]
+
+
+def test_a_done_file_is_recomputed_when_the_model_config_changed(tmp_path):
+    """A rerun after the model's tuned values changed (e.g. a package upgrade changing the
+    embedded default) must not keep the old RTTM: the record holds the config's hash."""
+    import shutil
+    from pathlib import Path
+
+    from xmodal_diar.batch import manifest
+    from xmodal_diar.batch.jobs import BatchOptions, FileJob
+    from xmodal_diar.pipelines import DEFAULT_MODEL_DIR
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(Path(DEFAULT_MODEL_DIR) / "config.yaml", model / "config.yaml")
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"x")
+    job = FileJob(source=str(audio), uri="a", size=1, mtime_ns=1)
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "a.rttm").write_text("")
+    options = BatchOptions(model=str(model))
+    record = {**manifest.new_record(job, options), "status": "ok", "outputs": ["a.rttm"]}
+    manifest.write_record(out, record)
+    assert manifest.completed_record(out, job, options) is not None
+    assert BatchOptions().config()["model_config"] == options.config()["model_config"]  # same file, same hash
+    (model / "config.yaml").write_text((model / "config.yaml").read_text().replace("threshold: 0.6", "threshold: 0.7"))
+    assert manifest.completed_record(out, job, options) is None

@@ -22,6 +22,19 @@ from xmodal_diar.outputs import atomic_write
 SAMPLE_RATE = 16000
 
 
+def model_fingerprint(model: Optional[str]) -> Optional[str]:
+    """SHA-256 (16 hex) of the model directory's ``config.yaml`` (the embedded default's when
+    ``model`` is None), so that a rerun after the model or its tuned values changed (e.g. a
+    package upgrade) recomputes instead of keeping the old RTTMs; None for other models."""
+    import hashlib
+
+    from xmodal_diar.pipelines import DEFAULT_MODEL_DIR
+
+    folder = Path(DEFAULT_MODEL_DIR) if model is None else Path(model).expanduser()
+    config = folder / "config.yaml"
+    return hashlib.sha256(config.read_bytes()).hexdigest()[:16] if config.is_file() else None
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchOptions:
     """What every file of a batch is diarized with (the manifest records ``config()``)."""
@@ -46,6 +59,7 @@ class BatchOptions:
         model = None if self.model is None else str(Path(self.model).expanduser().resolve())
         return {
             "model": model,
+            "model_config": model_fingerprint(self.model),
             "num_speakers": self.num_speakers,
             "min_speakers": self.min_speakers,
             "max_speakers": self.max_speakers,
