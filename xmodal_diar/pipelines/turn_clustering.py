@@ -85,6 +85,15 @@ def cluster_centroids(embeddings: np.ndarray, clusters: np.ndarray, weights: Opt
     return centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
 
 
+def centroid_distances(embeddings: np.ndarray, centroids: np.ndarray, offset: Optional[np.ndarray], members) -> np.ndarray:
+    """``(N, K)`` cosine distances of every turn to every centroid, plus (face evidence) its mean
+    ``offset`` to the members of each cluster (``members[k]``: indices or mask of cluster k)."""
+    distances = cdist(embeddings, centroids, metric="cosine")
+    if offset is not None:
+        distances += np.stack([offset[:, m].mean(axis=1) for m in members], axis=1)
+    return distances
+
+
 def eigengap_spectral(
     distances: np.ndarray, pruning: float, num_clusters: Optional[int], min_clusters: int, max_clusters: int, seed: int = 0
 ) -> np.ndarray:
@@ -259,9 +268,7 @@ class TurnClustering(BaseClustering):
         # every turn to the nearest centroid of the long turns' clusters
         centroids = cluster_centroids(embeddings[index], clusters, durations[index])
         k = len(centroids)
-        to_centroids = cdist(embeddings, centroids, metric="cosine")
-        if offset is not None:
-            to_centroids += np.stack([offset[:, index[clusters == c]].mean(axis=1) for c in range(k)], axis=1)
+        to_centroids = centroid_distances(embeddings, centroids, offset, [index[clusters == c] for c in range(k)])
         assigned = np.argmin(to_centroids, axis=1)
         assigned[index] = clusters
         if num_clusters is None and self._value("short_turns") == "cluster" and hasattr(self, "threshold"):
@@ -316,7 +323,4 @@ class TurnClustering(BaseClustering):
         ids = np.unique(assigned)
         _, dense = np.unique(assigned, return_inverse=True)
         centroids = cluster_centroids(embeddings, dense, np.maximum(durations, 1e-3))
-        to_centroids = cdist(embeddings, centroids, metric="cosine")
-        if offset is not None:
-            to_centroids += np.stack([offset[:, assigned == c].mean(axis=1) for c in ids], axis=1)
-        return np.argmin(to_centroids, axis=1)
+        return np.argmin(centroid_distances(embeddings, centroids, offset, [assigned == c for c in ids]), axis=1)
