@@ -206,12 +206,8 @@ def rapid_turns_case(root: Optional[Path] = None, pieces: int = 5) -> tuple[dict
 
 
 def interview_case(seed: int = 0, rounds: int = 6) -> tuple[dict, "Annotation", "Timeline"]:
-    """An interview-like conversation of 3 held-out LibriSpeech speakers (test-other-10x10).
-
-    Each round: the host asks (3 to 5 s), one guest answers (6 to 12 s, guests alternate),
-    and the other guest interjects once inside the answer (0.6 to 1.5 s), so the answer
-    is cut in two. Crops of the speakers' real utterances, 0.3 s pauses, seeded.
-    """
+    """An interview-like conversation of 3 held-out LibriSpeech speakers (test-other-10x10):
+    :func:`interview_conversation` of their concatenated utterances."""
     import numpy as np
     import torch
 
@@ -222,11 +218,21 @@ def interview_case(seed: int = 0, rounds: int = 6) -> tuple[dict, "Annotation", 
     rng = np.random.default_rng(seed)
     chosen = [folders[int(i)] for i in rng.choice(len(folders), size=3, replace=False)]
     audio = {f.name: torch.cat([load_audio(u) for u in sorted(f.glob("*.flac"))]) for f in chosen}
-    host, guests = chosen[0].name, [chosen[1].name, chosen[2].name]
+    return interview_conversation("interview", audio, rng, rounds)
 
-    def crop(speaker: str, low: float, high: float) -> torch.Tensor:
+
+def interview_conversation(uri: str, audio: dict, rng, rounds: int) -> tuple[dict, "Annotation", "Timeline"]:
+    """An interview of the 3 speakers of ``audio`` (``{label: 16 kHz waveform}``, the first is the host).
+
+    Each round: the host asks (3 to 5 s), one guest answers (6 to 12 s, guests alternate),
+    and the other guest interjects once inside the answer (0.6 to 1.5 s), so the answer
+    is cut in two. Crops of the speakers' real utterances, 0.3 s pauses, ``rng`` (numpy Generator).
+    """
+    host, *guests = list(audio)
+
+    def crop(speaker: str, low: float, high: float):
         wav = audio[speaker]
-        n = int(rng.uniform(low, high) * 16000)
+        n = min(int(rng.uniform(low, high) * 16000), len(wav) - 1)
         start = int(rng.integers(0, len(wav) - n))
         return wav[start : start + n]
 
@@ -238,7 +244,7 @@ def interview_case(seed: int = 0, rounds: int = 6) -> tuple[dict, "Annotation", 
         for speaker, wav in ((host, crop(host, 3.0, 5.0)), (guest, answer[:cut]), (other, crop(other, 0.6, 1.5)), (guest, answer[cut:])):
             pieces.append(wav)
             labels.append(speaker)
-    return _file("interview", pieces, labels)
+    return _file(uri, pieces, labels)
 
 
 def der_datasets() -> dict:

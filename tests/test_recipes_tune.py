@@ -74,3 +74,19 @@ def test_flat_train_loss_keeps_the_median_threshold_of_the_tied_range():
         assert tune.select(points, keys)["clustering.threshold"] == 0.65
     finally:
         tune.FLAT["tolerance"] = 0.0
+
+
+def test_exact_ties_in_min_cluster_duration_keep_the_larger_value():
+    """Train files that cannot tell min_cluster_duration 1.5 from 2.0 (real case: every point of
+    tuning/campplus_step05_overlap_low.json) keep 2.0; a lower loss at 1.5 still wins."""
+    keys = ["clustering.threshold", "clustering.min_cluster_duration", "clustering.refine"]
+    tied = [
+        {"clustering.threshold": t, "clustering.min_cluster_duration": m, "clustering.refine": r, "der": d}
+        for t, m, r, d in [(0.6, 1.5, 2, 0.2739), (0.6, 2.0, 2, 0.2739), (0.6, 1.5, 0, 0.2739), (0.6, 3.0, 2, 0.2791),
+                           (0.7, 2.0, 2, 0.2800)]
+    ]
+    kept = tune.select(tied, keys)
+    assert (kept["clustering.min_cluster_duration"], kept["clustering.refine"]) == (2.0, 2)
+    better = [dict(p, der=0.2738) if (p["clustering.min_cluster_duration"], p["clustering.refine"]) == (1.5, 2) else p
+              for p in tied]
+    assert tune.select(better, keys)["clustering.min_cluster_duration"] == 1.5

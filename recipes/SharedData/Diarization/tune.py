@@ -10,7 +10,9 @@ Tuning set: the TRAIN subset (``trn00``..``trn09``) of the ami-debug protocol
 ``Debug.SpeakerDiarization.Debug`` (``$XMODAL_DATA/ami-debug/database.yml``), plus
 ``--conversations`` synthetic conversations (2 to 4 speakers, turns of 1 to 6 s, 0.1 to
 0.6 s pauses, 40 s, seed 0) cut from the LibriSpeech TRAIN speakers of
-``librispeech/train-clean-100-1utt`` (the broadcast-like clean-turn case). Never tuned on,
+``librispeech/train-clean-100-1utt`` (the broadcast-like clean-turn case), plus
+``--interviews`` interviews of 3 such TRAIN speakers each (a host, two guests, 0.6-1.5 s
+interjections: the held-out interview case's generator on train speakers). Never tuned on,
 and never on any file a benchmark reports: ami-debug dev00/dev01 (scored here before and
 after, for information), pyannote's sample, the talking-head montage, the interview case.
 
@@ -128,8 +130,28 @@ def synthetic_conversations(n: int, seed: int = 0, duration: float = 40.0) -> li
     return files
 
 
-def tuning_files(conversations: int) -> tuple[list, list]:
-    """(train + synthetic conversations, development) files of the ami-debug protocol."""
+def interview_conversations(n: int, seed: int = 0, rounds: int = 4) -> list[dict]:
+    """``n`` interviews (:func:`benchmarks.diarization.interview_conversation`: a host, two
+    guests, short interjections) of 3 LibriSpeech TRAIN speakers each, drawn from those whose
+    one utterance lasts at least 12 s (crops of one utterance may repeat across rounds)."""
+    from benchmarks.diarization import interview_conversation
+    from xmodal_diar.audio import load_audio
+    from xmodal_diar.shared_data import require_shared_data
+
+    utterances = sorted(require_shared_data("librispeech", "train-clean-100-1utt").glob("*.flac"))
+    audio = {u.name.split("-")[0]: load_audio(u) for u in utterances}
+    speakers = [s for s, wav in audio.items() if wav.shape[0] >= 12 * 16000]
+    rng = np.random.default_rng(seed)
+    files = []
+    for k in range(n):
+        chosen = [speakers[int(i)] for i in rng.choice(len(speakers), size=3, replace=False)]
+        file, annotation, annotated = interview_conversation(f"interview{k:02d}", {s: audio[s] for s in chosen}, rng, rounds)
+        files.append({**file, "annotation": annotation, "annotated": annotated})
+    return files
+
+
+def tuning_files(conversations: int, interviews: int = 0) -> tuple[list, list]:
+    """(train + synthetic conversations + interviews, development) files of the ami-debug protocol."""
     from pyannote.database import FileFinder, registry
 
     from xmodal_diar.shared_data import require_shared_data
@@ -137,6 +159,7 @@ def tuning_files(conversations: int) -> tuple[list, list]:
     registry.load_database(str(require_shared_data("ami-debug", "database.yml")))
     protocol = registry.get_protocol("Debug.SpeakerDiarization.Debug", preprocessors={"audio": FileFinder()})
     train = [dict(f) for f in protocol.train()] + synthetic_conversations(conversations)
+    train += interview_conversations(interviews)
     development = [dict(f) for f in protocol.development()]
     return train, development
 
@@ -184,15 +207,25 @@ def total_der(pipeline, files: list, params: dict) -> float:
 FLAT = {"tolerance": 0.0}
 
 
+#: Exact ties in ``clustering.min_cluster_duration`` (the train files cannot tell the values
+#: apart) go to the LARGER value, the guard against ghost speakers made of short fragments.
+TIE_BREAK = "clustering.min_cluster_duration"
+
+
 def select(points: list, keys: list) -> dict:
-    """The grid point kept: the lowest loss, or the best at the median threshold of the flat range (:data:`FLAT`)."""
+    """The grid point kept: the lowest loss, or the best at the median threshold of the flat
+    range (:data:`FLAT`); then, among points equal to it but for :data:`TIE_BREAK` and with
+    exactly its loss, the one of largest :data:`TIE_BREAK`."""
     best = min(points, key=lambda p: p["der"])
     tolerance = FLAT["tolerance"]
-    if tolerance <= 0 or "clustering.threshold" not in keys:
+    if tolerance > 0 and "clustering.threshold" in keys:
+        flat = sorted({p["clustering.threshold"] for p in points if p["der"] <= best["der"] + tolerance})
+        middle = flat[(len(flat) - 1) // 2]
+        best = min((p for p in points if p["clustering.threshold"] == middle), key=lambda p: p["der"])
+    if TIE_BREAK not in keys:
         return best
-    flat = sorted({p["clustering.threshold"] for p in points if p["der"] <= best["der"] + tolerance})
-    middle = flat[(len(flat) - 1) // 2]
-    return min((p for p in points if p["clustering.threshold"] == middle), key=lambda p: p["der"])
+    same = [p for p in points if p["der"] == best["der"] and all(p[k] == best[k] for k in keys if k != TIE_BREAK)]
+    return max(same, key=lambda p: p[TIE_BREAK])
 
 
 def grid_search(pipeline, files: list, grid: dict, base: dict) -> tuple[dict, float, list, float]:
@@ -276,6 +309,9 @@ def main(argv=None) -> int:
     parser.add_argument("model_dir", type=Path, nargs="?")
     parser.add_argument("--stock", type=Path, metavar="OUT.json", help="tune the stock pyannote pipeline instead")
     parser.add_argument("--conversations", type=int, default=8)
+    parser.add_argument("--interviews", type=int, default=0,
+                        help="add this many interviews of LibriSpeech TRAIN speakers (host, two guests, short "
+                        "interjections) to the tuning set")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--objective", choices=("total", "mean"), default="total", help="see OBJECTIVE")
     parser.add_argument("--grid", choices=tuple(GRIDS), default="full",
@@ -306,7 +342,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     OBJECTIVE["value"] = args.objective
     FLAT["tolerance"] = args.flat
-    train, development = tuning_files(args.conversations)
+    train, development = tuning_files(args.conversations, args.interviews)
     command = "python recipes/SharedData/Diarization/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     if args.stock:
