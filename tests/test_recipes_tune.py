@@ -76,17 +76,18 @@ def test_flat_train_loss_keeps_the_median_threshold_of_the_tied_range():
         tune.FLAT["tolerance"] = 0.0
 
 
-def test_exact_ties_in_min_cluster_duration_keep_the_larger_value():
-    """Train files that cannot tell min_cluster_duration 1.5 from 2.0 (real case: every point of
-    tuning/campplus_step05_overlap_low.json) keep 2.0; a lower loss at 1.5 still wins."""
-    keys = ["clustering.threshold", "clustering.min_cluster_duration", "clustering.refine"]
-    tied = [
-        {"clustering.threshold": t, "clustering.min_cluster_duration": m, "clustering.refine": r, "der": d}
-        for t, m, r, d in [(0.6, 1.5, 2, 0.2739), (0.6, 2.0, 2, 0.2739), (0.6, 1.5, 0, 0.2739), (0.6, 3.0, 2, 0.2791),
-                           (0.7, 2.0, 2, 0.2800)]
-    ]
-    kept = tune.select(tied, keys)
-    assert (kept["clustering.min_cluster_duration"], kept["clustering.refine"]) == (2.0, 2)
-    better = [dict(p, der=0.2738) if (p["clustering.min_cluster_duration"], p["clustering.refine"]) == (1.5, 2) else p
-              for p in tied]
-    assert tune.select(better, keys)["clustering.min_cluster_duration"] == 1.5
+def test_tuning_interviews_are_train_speakers_with_short_interjections(shared_data):
+    """--interviews: the interview generator of the benchmark on LibriSpeech TRAIN speakers
+    (never the held-out test-other speakers of the benchmark's interview case)."""
+    train = {p.name.split("-")[0] for p in (shared_data / "librispeech" / "train-clean-100-1utt").glob("*.flac")}
+    held_out = {p.name for p in (shared_data / "librispeech" / "test-other-10x10").iterdir() if p.is_dir()}
+    files = tune.interview_conversations(2)
+    assert [f["uri"] for f in files] == ["interview00", "interview01"]
+    for file in files:
+        reference = file["annotation"]
+        assert len(reference.labels()) == 3 and set(reference.labels()) <= train - held_out
+        turns = [segment.duration for segment in reference.itersegments()]
+        assert len(turns) == 16  # 4 rounds: question, answer, interjection, rest of the answer
+        assert sum(0.55 < d < 1.55 for d in turns) >= 4  # the interjections
+        assert file["waveform"].shape[1] / 16000 == pytest.approx(file["annotated"].duration())
+

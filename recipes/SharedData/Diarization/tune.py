@@ -207,25 +207,15 @@ def total_der(pipeline, files: list, params: dict) -> float:
 FLAT = {"tolerance": 0.0}
 
 
-#: Exact ties in ``clustering.min_cluster_duration`` (the train files cannot tell the values
-#: apart) go to the LARGER value, the guard against ghost speakers made of short fragments.
-TIE_BREAK = "clustering.min_cluster_duration"
-
-
 def select(points: list, keys: list) -> dict:
-    """The grid point kept: the lowest loss, or the best at the median threshold of the flat
-    range (:data:`FLAT`); then, among points equal to it but for :data:`TIE_BREAK` and with
-    exactly its loss, the one of largest :data:`TIE_BREAK`."""
+    """The grid point kept: the lowest loss, or the best at the median threshold of the flat range (:data:`FLAT`)."""
     best = min(points, key=lambda p: p["der"])
     tolerance = FLAT["tolerance"]
-    if tolerance > 0 and "clustering.threshold" in keys:
-        flat = sorted({p["clustering.threshold"] for p in points if p["der"] <= best["der"] + tolerance})
-        middle = flat[(len(flat) - 1) // 2]
-        best = min((p for p in points if p["clustering.threshold"] == middle), key=lambda p: p["der"])
-    if TIE_BREAK not in keys:
+    if tolerance <= 0 or "clustering.threshold" not in keys:
         return best
-    same = [p for p in points if p["der"] == best["der"] and all(p[k] == best[k] for k in keys if k != TIE_BREAK)]
-    return max(same, key=lambda p: p[TIE_BREAK])
+    flat = sorted({p["clustering.threshold"] for p in points if p["der"] <= best["der"] + tolerance})
+    middle = flat[(len(flat) - 1) // 2]
+    return min((p for p in points if p["clustering.threshold"] == middle), key=lambda p: p["der"])
 
 
 def grid_search(pipeline, files: list, grid: dict, base: dict) -> tuple[dict, float, list, float]:
