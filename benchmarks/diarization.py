@@ -10,9 +10,9 @@
    :func:`talking_head_montage`), an interview-like case (3 held-out LibriSpeech
    speakers, short interjections: :func:`interview_case`) and the audio of the video
    benchmark's rapid-turns montage (4 talking-head identities, 20 turns of about 1 s:
-   :func:`rapid_turns_case`). None of them is used for tuning
-   (recipes/SharedData/Diarization/tune.py tunes on ami-debug train + LibriSpeech-train
-   conversations). Systems (:func:`der_systems`): ``default`` (the model dir: segmentation-3.0
+   :func:`rapid_turns_case`), and ``interview-seeds``: five more interview cases (seeds 1-5).
+   None of them is used for tuning (recipes/SharedData/Diarization/tune.py tunes on
+   ami-debug train + LibriSpeech-train conversations and interviews of train speakers). Systems (:func:`der_systems`): ``default`` (the model dir: segmentation-3.0
    local turns), ``classical`` (VAD + change detection, same encoder), ``--compare
    NAME=DIR`` encoders in the default pipeline, and ``stock``: pyannote's
    ``SpeakerDiarization`` with the same segmentation-3.0 and SpeechBrain ECAPA
@@ -207,7 +207,9 @@ def rapid_turns_case(root: Optional[Path] = None, pieces: int = 5) -> tuple[dict
 
 def interview_case(seed: int = 0, rounds: int = 6) -> tuple[dict, "Annotation", "Timeline"]:
     """An interview-like conversation of 3 held-out LibriSpeech speakers (test-other-10x10):
-    :func:`interview_conversation` of their concatenated utterances."""
+    :func:`interview_conversation` of their concatenated utterances. ``seed`` 0 is the case
+    of the tests (uri ``interview``); others (uri ``interview-s<seed>``) draw other speakers
+    and crops (the ``interview-seeds`` set)."""
     import numpy as np
     import torch
 
@@ -218,7 +220,7 @@ def interview_case(seed: int = 0, rounds: int = 6) -> tuple[dict, "Annotation", 
     rng = np.random.default_rng(seed)
     chosen = [folders[int(i)] for i in rng.choice(len(folders), size=3, replace=False)]
     audio = {f.name: torch.cat([load_audio(u) for u in sorted(f.glob("*.flac"))]) for f in chosen}
-    return interview_conversation("interview", audio, rng, rounds)
+    return interview_conversation("interview" if seed == 0 else f"interview-s{seed}", audio, rng, rounds)
 
 
 def interview_conversation(uri: str, audio: dict, rng, rounds: int) -> tuple[dict, "Annotation", "Timeline"]:
@@ -249,7 +251,8 @@ def interview_conversation(uri: str, audio: dict, rng, rounds: int) -> tuple[dic
 
 def der_datasets() -> dict:
     """``{name: (files, references, uems)}``: pyannote's sample, ami-debug development,
-    the talking-head montage and the interview case (none of them used for tuning)."""
+    the talking-head montage, the interview case, the rapid turns and five more interview
+    cases (none of them used for tuning)."""
     from pyannote.core import Segment, Timeline
     from pyannote.database import FileFinder, registry
 
@@ -280,7 +283,16 @@ def der_datasets() -> dict:
             _log(f"[der] {name} skipped: {exc}")
             continue
         datasets[name] = ([file], {file["uri"]: reference}, {file["uri"]: uem})
+    if "interview" in datasets:
+        cases = [interview_case(seed) for seed in INTERVIEW_SEEDS]
+        datasets["interview-seeds"] = ([c[0] for c in cases], {c[0]["uri"]: c[1] for c in cases},
+                                       {c[0]["uri"]: c[2] for c in cases})
     return datasets
+
+
+#: ``interview-seeds``: five more interview cases (other held-out speakers and crops), so the
+#: speaker count of one case is not the whole story.
+INTERVIEW_SEEDS = (1, 2, 3, 4, 5)
 
 
 def der_systems(model_dir: Path, compare: dict, stock: bool = True) -> dict:
