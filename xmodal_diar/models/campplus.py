@@ -130,11 +130,10 @@ class ContextAwareMasking(nn.Module):
         self.segment = segment
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[-1]
+        # the context is constant over each segment: its mask is computed once per segment
         seg = F.avg_pool1d(x, self.segment, self.segment, ceil_mode=True)
-        context = x.mean(-1, keepdim=True) + seg.repeat_interleave(self.segment, dim=-1)[..., :n]
-        mask = torch.sigmoid(self.linear2(F.relu(self.linear1(context))))
-        return self.linear_local(x) * mask
+        mask = torch.sigmoid(self.linear2(F.relu(self.linear1(x.mean(-1, keepdim=True) + seg))))
+        return self.linear_local(x) * mask.repeat_interleave(self.segment, dim=-1)[..., : x.shape[-1]]
 
 
 class DenseTDNNLayer(nn.Module):
