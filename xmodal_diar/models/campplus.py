@@ -62,7 +62,7 @@ def bn_relu(channels: int, affine: bool = True, relu: bool = True) -> nn.Sequent
     layers = nn.Sequential()
     layers.add_module("batchnorm", nn.BatchNorm1d(channels, affine=affine))
     if relu:
-        layers.add_module("relu", nn.ReLU())
+        layers.add_module("relu", nn.ReLU(inplace=True))
     return layers
 
 
@@ -82,8 +82,8 @@ class ResBlock2d(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + self.shortcut(x))
+        y = self.bn2(self.conv2(F.relu_(self.bn1(self.conv1(x)))))
+        return F.relu_(y.add_(self.shortcut(x)))
 
 
 class FCM(nn.Module):
@@ -100,8 +100,8 @@ class FCM(nn.Module):
         self.out_channels = channels * (n_mels // 8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x[:, None])))
-        x = F.relu(self.bn2(self.conv2(self.layer2(self.layer1(x)))))
+        x = F.relu_(self.bn1(self.conv1(x[:, None])))
+        x = F.relu_(self.bn2(self.conv2(self.layer2(self.layer1(x)))))
         return x.flatten(1, 2)
 
 
@@ -132,8 +132,8 @@ class ContextAwareMasking(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the context is constant over each segment: its mask is computed once per segment
         seg = F.avg_pool1d(x, self.segment, self.segment, ceil_mode=True)
-        mask = torch.sigmoid(self.linear2(F.relu(self.linear1(x.mean(-1, keepdim=True) + seg))))
-        return self.linear_local(x) * mask.repeat_interleave(self.segment, dim=-1)[..., : x.shape[-1]]
+        mask = torch.sigmoid(self.linear2(F.relu_(self.linear1(x.mean(-1, keepdim=True) + seg))))
+        return self.linear_local(x).mul_(mask.repeat_interleave(self.segment, dim=-1)[..., : x.shape[-1]])
 
 
 class DenseTDNNLayer(nn.Module):
