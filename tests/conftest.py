@@ -79,3 +79,16 @@ def _drop_speechbrain_deprecation_redirects() -> None:
 
 
 _drop_speechbrain_deprecation_redirects()
+
+
+@pytest.fixture
+def ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt in this process, and ``ctrl_c`` (a ``preexec_fn``) gives a
+    child Python the same, even when the test run itself ignores SIGINT (a job started with
+    ``&`` from a non-interactive shell inherits SIG_IGN, and Python then installs no handler)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, previous)
+

@@ -93,7 +93,7 @@ def test_write_failures_are_one_line_each_and_no_speech_is_said(ami_debug, tmp_p
     assert len((out / "failures.csv").read_text().splitlines()) == 3
 
 
-def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(ami_debug, tmp_path, monkeypatch, capsys):
+def test_ctrl_c_exits_130_with_one_line_and_the_rerun_resumes(ami_debug, tmp_path, monkeypatch, capsys, ctrl_c):
     inputs = [str(ami_debug / f"{n}.wav") for n in ("trn00", "trn01", "trn02")]
     out = tmp_path / "out"
     process, calls = DiarizeWorker.process, []

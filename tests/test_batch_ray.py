@@ -90,13 +90,13 @@ def test_a_killed_worker_is_replaced_and_its_file_retried(ray_cluster, inputs, l
     _no_partial_file(out)
 
 
-def test_sigint_mid_batch_then_a_rerun_completes(ray_cluster, inputs, local_rttms, tmp_path):
+def test_sigint_mid_batch_then_a_rerun_completes(ray_cluster, inputs, local_rttms, tmp_path, ctrl_c):
     out = tmp_path / "ray"
     good = [i for i in inputs if "corrupt" not in i]
     command = [sys.executable, "-m", "xmodal_diar", "diarize", *good, "--engine", "ray", "--address", ray_cluster,
                "--workers", "1", "--out", str(out), "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ))
+                               env=dict(os.environ), preexec_fn=ctrl_c)
     deadline = time.monotonic() + 120
     while not list((out / "manifest").glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
