@@ -54,6 +54,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Optional
 
+from xmodal_diar.outputs import command_line, write_json
+
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
 
@@ -108,15 +110,11 @@ def sample_paths() -> tuple[Path, Path]:
 
 def read_config(model_dir: Path) -> tuple[dict, dict]:
     """``(constructor arguments except the embedding, hyper-parameters)`` of a model dir's config.yaml."""
-    import yaml
+    from xmodal_diar.pipelines import read_pipeline_config
 
-    config_path = model_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"model dir {model_dir}: no config.yaml")
-    config = yaml.safe_load(config_path.read_text())
-    kwargs = dict(config.get("pipeline", {}).get("params", {}))
+    kwargs, params = read_pipeline_config(model_dir)
     kwargs.pop("embedding", None)
-    return kwargs, dict(config.get("params", {}))
+    return kwargs, params
 
 
 def resolve_model_dir(model: Optional[str], scratch: Path) -> tuple[Path, str]:
@@ -306,10 +304,10 @@ def der_systems(model_dir: Path, compare: dict, stock: bool = True) -> dict:
     - ``stock``: pyannote's ``SpeakerDiarization`` with segmentation-3.0 + SpeechBrain ECAPA,
       tuned on train (``benchmarks/stock_pyannote.py``).
     """
-    from xmodal_diar.pipelines import BroadcastDiarization, load_pipeline
+    from xmodal_diar.pipelines import BroadcastDiarization, load_pipeline, read_pipeline_config, resolve_model_path
 
-    kwargs, params = read_config(model_dir)
-    embedding = read_embedding(model_dir)
+    kwargs, params = read_pipeline_config(model_dir)
+    embedding = resolve_model_path(model_dir, kwargs.pop("embedding"))
 
     def classical():
         pipeline = BroadcastDiarization(embedding=embedding, turns="classical", clustering=kwargs.get("clustering", "agglomerative"))
@@ -348,14 +346,6 @@ def same_weights_pipeline():
     kwargs = dict(report["pipeline"])
     embedding = kwargs.pop("embedding")
     return BroadcastDiarization(embedding=embedding, **kwargs).instantiate(report["params"])
-
-
-def read_embedding(model_dir: Path):
-    """The ``embedding`` of a model dir's config.yaml, with ``$model/`` resolved."""
-    import yaml
-
-    embedding = yaml.safe_load((model_dir / "config.yaml").read_text())["pipeline"]["params"]["embedding"]
-    return str(model_dir / embedding[len("$model/") :]) if str(embedding).startswith("$model/") else embedding
 
 
 #: The classical path's VAD and change-detection hyper-parameters (tuned on the same train
@@ -667,7 +657,7 @@ def merge_results(path: Path, command: str, run: dict, der: Optional[dict], spee
         results["speed"] = {**previous, **speed, "inputs": {**previous["inputs"], **speed["inputs"]},
                             "measurements": kept + speed["measurements"]}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(path, results)
     return results
 
 
@@ -707,7 +697,7 @@ def main(argv: Optional[list] = None) -> dict:
 
     torch.set_num_threads(args.threads)
     _log(f"[setup] torch.set_num_threads({args.threads}); {os.cpu_count()} CPU(s); load average {os.getloadavg()}")
-    command = "python benchmarks/diarization.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks/diarization.py", argv)
     run: dict = {"machine": machine(args.threads), "quick": args.quick}
     der, speed = None, None
     with tempfile.TemporaryDirectory(prefix="xmodal-bench-") as scratch:

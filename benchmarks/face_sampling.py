@@ -29,7 +29,7 @@ import os
 import time
 from pathlib import Path
 
-from xmodal_diar.outputs import write_json
+from xmodal_diar.outputs import command_line, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "face_sampling.json"
 
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     finally:
         faces.extract_face_tracks = extract
     report = {
-        "command": "python benchmarks/face_sampling.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "command": command_line("benchmarks/face_sampling.py", argv),
         "reference": "embed_every=1, detect_every=1 (every sampled face detected and embedded), 5 fps",
         "cpu_count": os.cpu_count(),
         "settings": rows,

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xmodal_diar.outputs import write_json
+from xmodal_diar.outputs import command_line, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "face_speed.json"
 HERE = Path(__file__).resolve().parent
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     total = {label: round(sum(r[label]["cpu_s_per_video_s"] * r[label]["seconds"] for r in rows)
                           / sum(r[label]["seconds"] for r in rows), 4) for label in trees}
     report = {
-        "command": "python benchmarks/face_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/face_speed.py", argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, 1 torch thread, one process",
         "target_cpu_s_per_video_s": 0.25,
         "montages": rows,

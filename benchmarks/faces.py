@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import platform
 import resource
@@ -41,6 +40,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 from typing import List, Optional
+
+from xmodal_diar.outputs import command_line, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "faces.json"
 DEFAULT_BACKENDS = ("blazeface", "dlib-hog", "dlib-cnn")
@@ -188,9 +189,7 @@ def main(argv=None) -> int:
         "load_average_at_start": load_at_start,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/faces.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    args.out.write_text(json.dumps({"command": command.strip(), "machine": machine, "runs": runs}, indent=2) + "\n")
+    write_json(args.out, {"command": command_line("benchmarks/faces.py", argv), "machine": machine, "runs": runs})
     print(f"\nwritten {args.out} (load average {machine['load_average_at_end']} on {machine['cpu_count']} CPUs)")
     return 0
 

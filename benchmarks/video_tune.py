@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xmodal_diar.outputs import write_json
+
 TUNING = {
     "tune_two_faces_a": ("two_faces", "00015", "00086"),
     "tune_two_faces_b": ("two_faces", "681100216", "00373"),
@@ -205,8 +207,8 @@ def main(argv=None) -> int:
         chosen[key] = values[(len(values) - 1) // 2]
     print(f"best total {best:.2f} with {len(tied)} settings; chosen (middle of each tied range): {chosen}", flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"command": "python benchmarks/video_tune.py" + (" --set benchmark" if args.set == "benchmark" else ""),
-                                        "audio_only": audio, "results": results, "chosen": chosen}, indent=2) + "\n")
+        write_json(args.out, {"command": "python benchmarks/video_tune.py" + (" --set benchmark" if args.set == "benchmark" else ""),
+                              "audio_only": audio, "results": results, "chosen": chosen})
     return 0
 
 

@@ -20,9 +20,10 @@ import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterator, Sequence, Union
+from typing import Dict, Iterator, Optional, Sequence, Union
 
 PathLike = Union[str, Path]
 
@@ -165,11 +166,17 @@ def remove_temporaries(folder: PathLike, name: str = "*") -> int:
     return removed
 
 
-def write_json(path: PathLike, data) -> Path:
+def command_line(script: str, argv: Optional[Sequence] = None) -> str:
+    """``python SCRIPT ARG ...``: the command that reproduces a report, recorded in it
+    (``argv``: this process's arguments when not given)."""
+    return " ".join(["python", script, *map(str, sys.argv[1:] if argv is None else argv)])
+
+
+def write_json(path: PathLike, data, default=None) -> Path:
     """``data`` as indented JSON at ``path`` (parents created), all or nothing: a benchmark's
-    or a command's report."""
+    or a command's report (``default``: as :func:`json.dumps`'s, e.g. ``float`` for numpy scalars)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as fp:
-        fp.write(json.dumps(data, indent=2) + "\n")
+        fp.write(json.dumps(data, indent=2, default=default) + "\n")
     return path

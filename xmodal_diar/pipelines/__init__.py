@@ -6,7 +6,8 @@
   ``DiarizeOutput``; loadable with ``pyannote.audio.Pipeline.from_pretrained(model_dir)``.
 - :func:`load_pipeline` -- that pipeline from a model directory (default: the model
   embedded in the package, ``xmodal_diar/pretrained/default/``).
-- :func:`write_pipeline_config` -- the ``config.yaml`` of a model directory.
+- :func:`write_pipeline_config` -- the ``config.yaml`` of a model directory;
+  :func:`read_pipeline_config` and :func:`resolve_model_path` read it back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from xmodal_diar.pipelines.broadcast_diarization import BroadcastDiarization, write_pipeline_config
+from xmodal_diar.pipelines.broadcast_diarization import (
+    BroadcastDiarization,
+    read_pipeline_config,
+    resolve_model_path,
+    write_pipeline_config,
+)
 
 #: The model directory shipped inside the package.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "pretrained" / "default"
@@ -38,4 +44,5 @@ def load_pipeline(model_dir: Optional[Union[str, Path]] = None, **kwargs) -> Bro
     return pipeline
 
 
-__all__ = ["BroadcastDiarization", "load_pipeline", "write_pipeline_config", "DEFAULT_MODEL_DIR"]
+__all__ = ["BroadcastDiarization", "load_pipeline", "write_pipeline_config", "read_pipeline_config", "resolve_model_path",
+           "DEFAULT_MODEL_DIR"]

@@ -816,8 +816,8 @@ def write_pipeline_config(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model_dir: {model_dir} is not a directory")
-    if embedding.startswith("$model/") and not (model_dir / embedding[len("$model/") :]).exists():
-        raise FileNotFoundError(f"model_dir: {model_dir / embedding[len('$model/'):]} does not exist")
+    if embedding.startswith("$model/") and not Path(resolve_model_path(model_dir, embedding)).exists():
+        raise FileNotFoundError(f"model_dir: {resolve_model_path(model_dir, embedding)} does not exist")
     unknown = set(pipeline_kwargs) - set(inspect.signature(BroadcastDiarization.__init__).parameters)
     if unknown:
         raise ValueError(f"unknown BroadcastDiarization arguments {sorted(unknown)}")
@@ -835,6 +835,24 @@ def write_pipeline_config(
     path = model_dir / "config.yaml"
     path.write_text(yaml.safe_dump(_plain(config), sort_keys=False))
     return path
+
+
+def read_pipeline_config(model_dir: Union[str, Path]) -> tuple:
+    """``(constructor arguments, hyper-parameters)`` of ``model_dir/config.yaml`` as
+    :func:`write_pipeline_config` wrote them (``embedding`` still ``$model/...``: see
+    :func:`resolve_model_path`), for scripts that rebuild the pipeline with other arguments."""
+    path = Path(model_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"model_dir {model_dir}: no config.yaml")
+    config = yaml.safe_load(path.read_text())
+    return dict(config.get("pipeline", {}).get("params", {})), dict(config.get("params", {}))
+
+
+def resolve_model_path(model_dir: Union[str, Path], value):
+    """``$model/<file>`` of a model directory's config as the path of that file; other values unchanged."""
+    if isinstance(value, str) and value.startswith("$model/"):
+        return str(Path(model_dir) / value[len("$model/") :])
+    return value
 
 
 def _deep_update(target: dict, update: Mapping) -> None:

@@ -31,30 +31,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    import yaml
 
-    from tune import total_der, tuning_files
-    from xmodal_diar.pipelines import BroadcastDiarization
+    from tune import build_pipeline, total_der, tuning_files
+    from xmodal_diar.outputs import command_line, write_json
+    from xmodal_diar.pipelines import read_pipeline_config
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     train, _ = tuning_files(args.conversations)
-    config = yaml.safe_load((args.model_dir / "config.yaml").read_text())
-    kwargs = dict(config["pipeline"]["params"])
-    embedding = kwargs.pop("embedding")
-    if str(embedding).startswith("$model/"):
-        embedding = str(args.model_dir / embedding[len("$model/") :])
+    _, params = read_pipeline_config(args.model_dir)
     rows = []
     for step in args.steps:
-        pipeline = BroadcastDiarization(embedding=embedding, **{**kwargs, "segmentation_step": step})
+        pipeline, _ = build_pipeline(args.model_dir, [f"segmentation_step={step}"])
         started = time.perf_counter()
-        der = total_der(pipeline, [dict(f) for f in train], config["params"])
+        der = total_der(pipeline, [dict(f) for f in train], params)
         rows.append({"segmentation_step": step, "der": der, "seconds": round(time.perf_counter() - started, 1)})
         print(json.dumps(rows[-1]), flush=True)
-    report = {"command": "python recipes/SharedData/Diarization/step_sweep.py " + " ".join(argv or sys.argv[1:]),
+    report = {"command": command_line("recipes/SharedData/Diarization/step_sweep.py", argv),
               "files": [f["uri"] for f in train], "machine": "2-core CPU shared with parallel work", "rows": rows}
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
     return 0
 
 

@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from xmodal_diar.outputs import command_line, write_json  # noqa: E402
+
 GRID = {
     "clustering.threshold": [round(x, 2) for x in np.arange(0.30, 0.951, 0.05)],
     "clustering.min_turn_duration": [0.5, 1.0, 2.0],
@@ -242,21 +244,18 @@ def build_pipeline(model_dir: Path, overrides: list) -> tuple:
     """
     import yaml
 
-    from xmodal_diar.pipelines import BroadcastDiarization
+    from xmodal_diar.pipelines import BroadcastDiarization, read_pipeline_config, resolve_model_path
 
-    config = yaml.safe_load((model_dir / "config.yaml").read_text())
-    constructor = dict(config["pipeline"]["params"])
+    constructor, params = read_pipeline_config(model_dir)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--pipeline {item}: expected KEY=VALUE")
         constructor[key] = yaml.safe_load(value)
     kwargs = dict(constructor)
-    embedding = kwargs.pop("embedding")
-    if str(embedding).startswith("$model/"):
-        embedding = str(model_dir / embedding[len("$model/") :])
+    embedding = resolve_model_path(model_dir, kwargs.pop("embedding"))
     pipeline = BroadcastDiarization(embedding=embedding, **kwargs)
-    pipeline.instantiate(config.get("params", {}))
+    pipeline.instantiate(params)
     return pipeline, constructor
 
 
@@ -275,14 +274,14 @@ def write_best(model_dir: Path, reports: list, argv: list) -> int:
     best = min(range(len(loaded)), key=lambda k: loaded[k]["after"]["train"])
     report = dict(loaded[best])
     report["selected_by"] = {
-        "command": "python recipes/SharedData/Diarization/tune.py " + " ".join(str(a) for a in argv),
+        "command": command_line("recipes/SharedData/Diarization/tune.py", argv),
         "rule": "lowest train loss",
         "candidates": {_rel(p): {"train": r["after"]["train"], "development": r["after"]["development"],
                                  "pipeline": r["pipeline"]} for p, r in zip(reports, loaded)},
     }
     kwargs = {k: v for k, v in report["pipeline"].items() if k != "embedding"}
     write_pipeline_config(model_dir, report["params"], embedding=report["pipeline"]["embedding"], **kwargs)
-    (model_dir / "tuning.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    write_json(model_dir / "tuning.json", report, default=float)
     print(f"chose {reports[best]}; written {model_dir / 'config.yaml'} and tuning.json")
     return 0
 
@@ -292,6 +291,10 @@ def _rel(path: Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def _values(values: list) -> str:
+    return "{" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + "}"
 
 
 def main(argv=None) -> int:
@@ -305,10 +308,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--objective", choices=("total", "mean"), default="total", help="see OBJECTIVE")
     parser.add_argument("--grid", choices=tuple(GRIDS), default="full",
-                        help="small: threshold 0.50-0.80 x min_turn_duration {1, 2} x min_duration_off {0, 0.2}; "
-                        "quality: threshold 0.45-0.85 x min_turn_duration {0.5, 1} x min_duration_off {0, 0.2} "
-                        "x short_turns {assign, cluster} x refine {0, 2}; overlap: threshold 0.35-0.70 x min_turn_duration {0.5, 1} "
-                        "x min_cluster_duration {3, 6} x min_duration_off {0, 0.2} x refine {0, 2}")
+                        help="; ".join(f"{name}: " + " x ".join(f"{key.split('.')[-1]} {_values(v)}" for key, v in grid.items())
+                                       for name, grid in GRIDS.items()))
     parser.add_argument("--pipeline", nargs="+", default=[], metavar="KEY=VALUE",
                         help="BroadcastDiarization constructor arguments replacing MODEL_DIR's (VALUE read as YAML), "
                         "e.g. segmentation_step=0.5 embedding=ecapa-voxceleb")
@@ -324,7 +325,7 @@ def main(argv=None) -> int:
     if (args.model_dir is None) == (args.stock is None):
         parser.error("give either MODEL_DIR or --stock OUT.json")
     if args.write_from:
-        return write_best(args.model_dir, args.write_from, argv if argv is not None else sys.argv[1:])
+        return write_best(args.model_dir, args.write_from, argv)
 
     import torch
 
@@ -333,12 +334,12 @@ def main(argv=None) -> int:
     OBJECTIVE["value"] = args.objective
     FLAT["tolerance"] = args.flat
     train, development = tuning_files(args.conversations, args.interviews)
-    command = "python recipes/SharedData/Diarization/tune.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("recipes/SharedData/Diarization/tune.py", argv)
 
     if args.stock:
         from benchmarks.stock_pyannote import REAL_STOCK_KWARGS, real_stock_pipeline
 
-        pipeline = real_stock_pipeline()
+        pipeline, constructor = real_stock_pipeline(), REAL_STOCK_KWARGS
         grid = STOCK_GRID
     else:
         pipeline, constructor = build_pipeline(args.model_dir, args.pipeline)
@@ -360,25 +361,16 @@ def main(argv=None) -> int:
         "points": points,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "points"}, indent=2, default=float), flush=True)
-    if not args.stock:
-        report["pipeline"] = constructor
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
-        print(f"written {args.out}")
-    if args.stock:
-        report["pipeline"] = REAL_STOCK_KWARGS
-        args.stock.parent.mkdir(parents=True, exist_ok=True)
-        args.stock.write_text(json.dumps(report, indent=2, default=float) + "\n")
-        print(f"written {args.stock}")
-    elif args.write:
-        import yaml
-
+    report["pipeline"] = constructor
+    for out in dict.fromkeys(p for p in (args.out, args.stock) if p is not None):
+        write_json(out, report, default=float)
+        print(f"written {out}")
+    if args.write and not args.stock:
         from xmodal_diar.pipelines import write_pipeline_config
 
         kwargs = {k: v for k, v in constructor.items() if k != "embedding"}
         write_pipeline_config(args.model_dir, tuned, embedding=constructor["embedding"], **kwargs)
-        (args.model_dir / "tuning.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+        write_json(args.model_dir / "tuning.json", report, default=float)
         print(f"written {args.model_dir / 'config.yaml'} and tuning.json")
     return 0
 
