@@ -15,7 +15,14 @@ from pyannote.core import Annotation, Segment
 import pyannote.audio
 from xmodal_diar.audio import load_audio
 from xmodal_diar.models import TristouNet
-from xmodal_diar.pipelines import DEFAULT_MODEL_DIR, BroadcastDiarization, load_pipeline, write_pipeline_config
+from xmodal_diar.pipelines import (
+    DEFAULT_MODEL_DIR,
+    BroadcastDiarization,
+    load_pipeline,
+    read_pipeline_config,
+    resolve_model_path,
+    write_pipeline_config,
+)
 
 SAMPLE = Path(pyannote.audio.__file__).parent / "sample"
 
@@ -188,6 +195,14 @@ def test_from_pretrained_from_another_directory(tmp_path, monkeypatch):
     assert isinstance(load_pipeline(model_dir), BroadcastDiarization)
     with pytest.raises(FileNotFoundError, match="config.yaml"):
         load_pipeline(tmp_path / "elsewhere")
+    # read back as written, for scripts that rebuild it with other arguments
+    kwargs, params = read_pipeline_config(model_dir)
+    assert kwargs == {"embedding": "$model/pytorch_model.bin", "turns": "classical", "vad": "energy"}
+    assert params["clustering"]["threshold"] == 0.3
+    assert resolve_model_path(model_dir, kwargs["embedding"]) == str(model_dir / "pytorch_model.bin")
+    assert resolve_model_path(model_dir, "ecapa-voxceleb") == "ecapa-voxceleb"
+    with pytest.raises(FileNotFoundError, match="config.yaml"):
+        read_pipeline_config(elsewhere)
 
 
 def test_embedded_default_model_loads_or_says_it_is_missing():
